@@ -1,0 +1,53 @@
+# MicroVibe: `make run` starts everything on the embedded default; `make test` passes the suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export DJANGO_SETTINGS_MODULE := microvibe.settings
+
+# Debian packages the tests drive as real clients and servers.
+TEST_TOOLS := ffmpeg postgresql redis-server chromium chromium-driver
+TEST_TOOL_BINS := /usr/bin/ffmpeg /usr/bin/ffprobe /usr/bin/redis-server /usr/bin/chromium /usr/bin/chromedriver
+
+.PHONY: run setup admin test test-tools lint bench clean
+
+$(STAMP): requirements.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-venv; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput -v 0
+
+run: setup
+	$(PY) manage.py serve
+
+admin: setup
+	$(PY) manage.py createsuperuser
+
+test-tools:
+	@missing=0; for bin in $(TEST_TOOL_BINS); do [ -x $$bin ] || missing=1; done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
+	if [ $$missing = 1 ]; then \
+	  echo "installing test tools: $(TEST_TOOLS)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_TOOLS) >/dev/null; \
+	fi
+
+test: $(STAMP) test-tools
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+ifeq ($(CI),true)
+	@echo "== again on PostgreSQL + Redis (CI) =="
+	$(PY) -m tests.support.with_services -- $(PY) -m pytest -q
+endif
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) var

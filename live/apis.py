@@ -1,0 +1,140 @@
+"""REST API under /api/v1: thin views that parse, call a service or selector, and serialize."""
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from . import selectors, services
+from .envelope import ok
+from .models import Room
+from .play_urls import room_push_urls
+from .serializers import RegisterInput, RoomCreateInput, RoomOutput, RoomWithKeyOutput, UserOutput
+
+
+def _envelope(name: str, data: serializers.Field) -> serializers.Serializer:
+    return inline_serializer(name, {"code": serializers.IntegerField(), "message": serializers.CharField(),
+                                    "data": data})
+
+
+def _tokens_for(user) -> dict[str, str]:
+    refresh = RefreshToken.for_user(user)
+    return {"access": str(refresh.access_token), "refresh": str(refresh)}
+
+
+def _room_with_key(room: Room, stream_key: str) -> dict:
+    return RoomWithKeyOutput({"room": room, "stream_key": stream_key,
+                              "push_urls": room_push_urls(room, stream_key)}).data
+
+
+def _owned_room(request: Request, public_id: str) -> Room:
+    room = selectors.room_get_by_public_id(public_id=public_id)
+    if room is None:
+        raise NotFound("room not found")
+    if room.owner_id != request.user.pk and not request.user.is_staff:
+        raise PermissionDenied("this room belongs to someone else")
+    return room
+
+
+class PublicAuthApi(APIView):
+    """Auth endpoints take no token; a failed login still answers 401 with a Bearer challenge."""
+
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    def get_authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'
+
+
+class RegisterApi(PublicAuthApi):
+
+    @extend_schema(request=RegisterInput, responses={201: _envelope("Registered", UserOutput())})
+    def post(self, request: Request) -> Response:
+        data = RegisterInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = get_user_model().objects.create_user(**data.validated_data)
+        return ok({"user": UserOutput(user).data, **_tokens_for(user)}, http_status=status.HTTP_201_CREATED)
+
+
+class LoginApi(PublicAuthApi):
+
+    @extend_schema(request=TokenObtainPairSerializer, responses={200: _envelope("Tokens", serializers.DictField())})
+    def post(self, request: Request) -> Response:
+        data = TokenObtainPairSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return ok({"user": UserOutput(data.user).data, **data.validated_data})
+
+
+class RefreshApi(PublicAuthApi):
+
+    @extend_schema(request=TokenRefreshSerializer, responses={200: _envelope("Refreshed", serializers.DictField())})
+    def post(self, request: Request) -> Response:
+        data = TokenRefreshSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return ok(data.validated_data)
+
+
+class RoomCreateApi(APIView):
+    @extend_schema(request=RoomCreateInput, responses={201: _envelope("RoomCreated", RoomWithKeyOutput())})
+    def post(self, request: Request) -> Response:
+        data = RoomCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        room, stream_key = services.room_create(owner=request.user, **data.validated_data)
+        return ok(_room_with_key(room, stream_key), http_status=status.HTTP_201_CREATED)
+
+
+class RoomLiveListApi(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: _envelope("LiveRooms", RoomOutput(many=True))})
+    def get(self, request: Request) -> Response:
+        rooms = selectors.room_list_live()[:100]
+        return ok(RoomOutput(rooms, many=True).data)
+
+
+class RoomMineApi(APIView):
+    @extend_schema(responses={200: _envelope("MyRooms", RoomOutput(many=True))})
+    def get(self, request: Request) -> Response:
+        return ok(RoomOutput(selectors.room_list_owned(owner=request.user), many=True).data)
+
+
+class RoomDetailApi(APIView):
+    def get_permissions(self) -> list:
+        return [AllowAny()] if self.request.method == "GET" else super().get_permissions()
+
+    @extend_schema(responses={200: _envelope("Room", RoomOutput())})
+    def get(self, request: Request, public_id: str) -> Response:
+        room = selectors.room_get_by_public_id(public_id=public_id)
+        if room is None:
+            raise NotFound("room not found")
+        return ok(RoomOutput(room).data)
+
+    @extend_schema(responses={200: _envelope("RoomDeleted", serializers.DictField())})
+    def delete(self, request: Request, public_id: str) -> Response:
+        room = _owned_room(request, public_id)
+        services.room_delete(room=room)
+        return ok({"room_id": public_id, "deleted": True})
+
+
+class RoomRotateKeyApi(APIView):
+    @extend_schema(request=None, responses={200: _envelope("KeyRotated", RoomWithKeyOutput())})
+    def post(self, request: Request, public_id: str) -> Response:
+        room = _owned_room(request, public_id)
+        stream_key = services.stream_key_rotate(room=room)
+        room.refresh_from_db()
+        return ok(_room_with_key(room, stream_key))
+
+
+class RoomEndLiveApi(APIView):
+    @extend_schema(request=None, responses={200: _envelope("LiveEnded", serializers.DictField())})
+    def post(self, request: Request, public_id: str) -> Response:
+        room = _owned_room(request, public_id)
+        was_live = services.room_end_live(room=room)
+        return ok({"room_id": public_id, "was_live": was_live})

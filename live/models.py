@@ -1,0 +1,82 @@
+"""Rooms, their stream keys and live sessions."""
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.db import models
+
+
+def new_public_id() -> str:
+    """What viewers see in every play URL: random, short, never the stream key."""
+    return secrets.token_hex(6)
+
+
+class PushProtocol(models.TextChoices):
+    RTMP = "rtmp", "RTMP"
+    WEBRTC = "webrtc", "WebRTC"
+
+
+class RoomStatus(models.TextChoices):
+    IDLE = "idle", "Idle"
+    LIVE = "live", "Live"
+    ENDED = "ended", "Ended"
+
+
+class EndReason(models.TextChoices):
+    PUBLISHER_LEFT = "publisher_left", "Publisher left"
+    DROPPED_BY_STAFF = "dropped_by_staff", "Dropped by staff"
+    KEY_ROTATED = "key_rotated", "Key rotated"
+    ERROR = "error", "Error"
+
+
+class Room(models.Model):
+    public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
+    title = models.CharField(max_length=200)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rooms")
+    push_protocol = models.CharField(max_length=10, choices=PushProtocol.choices, default=PushProtocol.RTMP)
+    status = models.CharField(max_length=10, choices=RoomStatus.choices, default=RoomStatus.IDLE)
+    recording = models.BooleanField(default=False)
+    # SHA-256 of the stream key. The key itself is shown once (creation, rotation) and never stored.
+    stream_key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    key_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["status", "-updated_at"], name="room_status_recent"),
+            models.Index(fields=["owner", "-created_at"], name="room_owner_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.public_id})"
+
+    @property
+    def is_live(self) -> bool:
+        return self.status == RoomStatus.LIVE
+
+
+class LiveSession(models.Model):
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="sessions")
+    protocol = models.CharField(max_length=10, choices=PushProtocol.choices)
+    started_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=20, choices=EndReason.choices, blank=True, default="")
+    peak_viewers = models.PositiveIntegerField(default=0)
+    bytes_received = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [
+            models.Index(fields=["room", "-started_at"], name="session_room_recent"),
+            models.Index(fields=["ended_at"], name="session_ended"),
+        ]
+
+    def __str__(self) -> str:
+        return f"session {self.pk} of {self.room.public_id}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.ended_at is None

@@ -1,0 +1,125 @@
+"""Writes. Every change to rooms and sessions goes through these functions, whoever asks:
+the REST API, admin, Celery tasks, and the media plane (through `live.media_api`)."""
+from __future__ import annotations
+
+import logging
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from . import media_control
+from .events import room_event_send_sync
+from .models import EndReason, LiveSession, PushProtocol, Room, RoomStatus
+from .selectors import room_get_by_stream_key, session_get_open
+from .stream_keys import stream_key_generate, stream_key_hash, stream_key_log_id
+
+log = logging.getLogger(__name__)
+
+
+class PublishRefused(Exception):
+    """A publish attempt the control plane says no to; `reason` is machine-readable."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def room_create(*, owner: AbstractBaseUser, title: str, push_protocol: str = PushProtocol.RTMP,
+                recording: bool = False) -> tuple[Room, str]:
+    """Create a room; returns it with its stream key, the only time the key is known in clear."""
+    stream_key = stream_key_generate()
+    room = Room.objects.create(
+        owner=owner, title=title, push_protocol=push_protocol, recording=recording,
+        stream_key_hash=stream_key_hash(stream_key),
+    )
+    return room, stream_key
+
+
+def stream_key_rotate(*, room: Room) -> str:
+    """Replace the key; a publisher using the old one is dropped."""
+    stream_key = stream_key_generate()
+    room.stream_key_hash = stream_key_hash(stream_key)
+    room.key_rotated_at = timezone.now()
+    room.save(update_fields=["stream_key_hash", "key_rotated_at", "updated_at"])
+    if room.is_live:
+        room_end_live(room=room, reason=EndReason.KEY_ROTATED)
+    return stream_key
+
+
+def room_end_live(*, room: Room, reason: str = EndReason.DROPPED_BY_STAFF) -> bool:
+    """Staff or owner ends the live: the media plane drops the publisher, the session closes.
+
+    Returns False when the room was not live. The session is closed here at once rather than
+    waiting for the media plane, so the database is right even if no media node answers.
+    """
+    session = session_get_open(room=room)
+    was_live = room.is_live or session is not None
+    media_control.drop_publisher_request(public_id=room.public_id, reason=reason)
+    if session is not None:
+        session_end(session_id=session.pk, reason=reason)
+    elif room.is_live:
+        _room_set_offline(room)
+    return was_live
+
+
+def room_delete(*, room: Room) -> None:
+    if room.is_live:
+        room_end_live(room=room, reason=EndReason.DROPPED_BY_STAFF)
+    room.delete()
+
+
+@transaction.atomic
+def publish_start(*, stream_key: str, protocol: str) -> LiveSession:
+    """Authorize a publish by stream key and open its live session."""
+    room = room_get_by_stream_key(stream_key=stream_key)
+    if room is None:
+        raise PublishRefused("bad_key", f"unknown or rotated stream key {stream_key_log_id(stream_key)}")
+    room = Room.objects.select_for_update().get(pk=room.pk)
+    if room.is_live or session_get_open(room=room) is not None:
+        raise PublishRefused("already_live", f"room {room.public_id} already has a publisher")
+    session = LiveSession.objects.create(room=room, protocol=protocol)
+    room.status = RoomStatus.LIVE
+    room.save(update_fields=["status", "updated_at"])
+    public_id = room.public_id
+    transaction.on_commit(lambda: room_event_send_sync(public_id, "live", {"room_id": public_id,
+                                                                          "protocol": protocol}))
+    return session
+
+
+def session_end(*, session_id: int, reason: str, bytes_received: int = 0, peak_viewers: int = 0) -> None:
+    """Close a session (idempotent: the first reason wins, stats only grow) and set the room offline."""
+    with transaction.atomic():
+        session = LiveSession.objects.select_related("room").select_for_update().filter(pk=session_id).first()
+        if session is None:
+            return
+        LiveSession.objects.filter(pk=session_id).update(
+            bytes_received=Greatest(F("bytes_received"), bytes_received),
+            peak_viewers=Greatest(F("peak_viewers"), peak_viewers),
+        )
+        if session.ended_at is not None:
+            return
+        session.ended_at = timezone.now()
+        session.end_reason = reason
+        session.save(update_fields=["ended_at", "end_reason"])
+        _room_set_offline(session.room)
+
+
+def sessions_close_orphaned(*, reason: str = EndReason.ERROR) -> int:
+    """At media-plane start: sessions still open were left by a process that died."""
+    count = 0
+    for session in LiveSession.objects.filter(ended_at__isnull=True).only("pk"):
+        session_end(session_id=session.pk, reason=reason)
+        count += 1
+    if count:
+        log.warning("closed %d live session(s) left open by a previous run", count)
+    return count
+
+
+def _room_set_offline(room: Room) -> None:
+    Room.objects.filter(pk=room.pk, status=RoomStatus.LIVE).update(status=RoomStatus.ENDED, updated_at=timezone.now())
+    public_id = room.public_id
+    transaction.on_commit(lambda: room_event_send_sync(public_id, "offline", {"room_id": public_id}))

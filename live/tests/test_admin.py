@@ -1,0 +1,64 @@
+"""Django admin as staff use it: lists, search, filters, rotate key and end live actions."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from live import services
+from live.models import LiveSession, Room, RoomStatus
+from live.selectors import room_get_by_stream_key
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff_client(client):
+    staff = get_user_model().objects.create_superuser("staff", "staff@example.com", "staff-pass-123")
+    client.force_login(staff)
+    return client
+
+
+def test_changelists_search_and_filter(staff_client, room_and_key):
+    room, key = room_and_key
+    services.publish_start(stream_key=key, protocol="rtmp")
+    for url in ("/admin/live/room/", f"/admin/live/room/?q={room.public_id}", "/admin/live/room/?status__exact=live",
+                "/admin/live/livesession/", "/admin/live/livesession/?ended_at__isempty=1",
+                f"/admin/live/room/{room.pk}/change/", "/admin/auth/user/"):
+        response = staff_client.get(url)
+        assert response.status_code == 200, url
+        page = response.content.decode()
+        assert key not in page and room.stream_key_hash not in page
+    assert room.title in staff_client.get("/admin/live/room/?q=Alice").content.decode()
+
+
+def test_add_room_shows_the_key_once(staff_client, user):
+    response = staff_client.post("/admin/live/room/add/", {
+        "title": "From admin", "owner": user.pk, "push_protocol": "rtmp", "_save": "Save",
+        "sessions-TOTAL_FORMS": "0", "sessions-INITIAL_FORMS": "0"}, follow=True)
+    assert response.status_code == 200
+    key = re.search(r"(sk_[\w-]+)", response.content.decode()).group(1)
+    room = Room.objects.get(title="From admin")
+    assert room_get_by_stream_key(stream_key=key).pk == room.pk
+    assert key not in staff_client.get(f"/admin/live/room/{room.pk}/change/").content.decode()
+
+
+def test_rotate_key_action(staff_client, room_and_key):
+    room, old_key = room_and_key
+    response = staff_client.post("/admin/live/room/", {"action": "rotate_key", "_selected_action": [room.pk]},
+                                 follow=True)
+    new_key = re.search(r"(sk_[\w-]+)", response.content.decode()).group(1)
+    assert new_key != old_key
+    assert room_get_by_stream_key(stream_key=old_key) is None
+
+
+def test_end_live_action_closes_the_session(staff_client, room_and_key):
+    room, key = room_and_key
+    session = services.publish_start(stream_key=key, protocol="rtmp")
+    response = staff_client.post("/admin/live/room/", {"action": "end_live", "_selected_action": [room.pk]},
+                                 follow=True)
+    assert "Ended 1 live stream" in response.content.decode()
+    session = LiveSession.objects.get(pk=session.pk)
+    assert session.end_reason == "dropped_by_staff" and session.ended_at is not None
+    assert Room.objects.get(pk=room.pk).status == RoomStatus.ENDED

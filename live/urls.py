@@ -1,0 +1,15 @@
+from django.urls import path
+
+from . import apis
+
+urlpatterns = [
+    path("auth/register", apis.RegisterApi.as_view(), name="auth-register"),
+    path("auth/login", apis.LoginApi.as_view(), name="auth-login"),
+    path("auth/refresh", apis.RefreshApi.as_view(), name="auth-refresh"),
+    path("live/create", apis.RoomCreateApi.as_view(), name="live-create"),
+    path("live/list", apis.RoomLiveListApi.as_view(), name="live-list"),
+    path("live/mine", apis.RoomMineApi.as_view(), name="live-mine"),
+    path("live/<str:public_id>", apis.RoomDetailApi.as_view(), name="live-detail"),
+    path("live/<str:public_id>/rotate-key", apis.RoomRotateKeyApi.as_view(), name="live-rotate-key"),
+    path("live/<str:public_id>/end", apis.RoomEndLiveApi.as_view(), name="live-end"),
+]

@@ -1,0 +1,216 @@
+"""MicroVibe settings: everything comes from environment variables with sane defaults.
+
+The embedded default (no DATABASE_*/REDIS_* set) is SQLite, the in-memory channel layer and
+Celery tasks run eagerly in-process. Production sets DATABASE_* and REDIS_* (see configs/).
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from .env import env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DEBUG", True)
+
+_INSECURE_SECRET = "microvibe-insecure-dev-secret-change-me"
+SECRET_KEY = env_str("SECRET_KEY", _INSECURE_SECRET)
+JWT_SECRET = env_str("JWT_SECRET", _INSECURE_SECRET)
+if not DEBUG:
+    for _name, _value in (("SECRET_KEY", SECRET_KEY), ("JWT_SECRET", JWT_SECRET)):
+        if not _value or _value == _INSECURE_SECRET or len(_value) < 16:
+            raise ImproperlyConfigured(
+                f"{_name} must be set to a strong secret (16+ characters) when DEBUG is off"
+            )
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["*"] if DEBUG else ["localhost", "127.0.0.1"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt",
+    "drf_spectacular",
+    "channels",
+    "live",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "microvibe.urls"
+ASGI_APPLICATION = "microvibe.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database_from_env() -> dict:
+    """DATABASE_URL wins; else the sources' DATABASE_HOST/...; else embedded SQLite."""
+    url = env_str("DATABASE_URL", "")
+    if url:
+        return dj_database_url.parse(url, conn_max_age=60)
+    host = env_str("DATABASE_HOST", "")
+    if host:
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": host,
+            "PORT": env_str("DATABASE_PORT", "5432"),
+            "USER": env_str("DATABASE_USER", "postgres"),
+            "PASSWORD": env_str("DATABASE_PASSWORD", ""),
+            "NAME": env_str("DATABASE_DBNAME", "microvibe"),
+            "OPTIONS": {"sslmode": env_str("DATABASE_SSLMODE", "disable")},
+            "CONN_MAX_AGE": 60,
+        }
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(VAR_DIR / "db.sqlite3"),
+        "OPTIONS": {"timeout": 20},
+    }
+
+
+DATABASES = {"default": _database_from_env()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+
+def _redis_url_from_env() -> str:
+    url = env_str("REDIS_URL", "")
+    if url:
+        return url
+    host = env_str("REDIS_HOST", "")
+    if not host:
+        return ""
+    password = env_str("REDIS_PASSWORD", "")
+    auth = f":{password}@" if password else ""
+    return f"redis://{auth}{host}:{env_int('REDIS_PORT', 6379)}/{env_int('REDIS_DB', 0)}"
+
+
+REDIS_URL = _redis_url_from_env()
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CELERY_BROKER_URL = "memory://"
+    CELERY_TASK_ALWAYS_EAGER = True
+
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_BEAT_SCHEDULE = {
+    "close-stale-sessions": {"task": "live.tasks.sessions_close_stale", "schedule": 60.0},
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework_simplejwt.authentication.JWTAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "live.envelope.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+
+JWT_EXPIRE = env_int("JWT_EXPIRE", 24)  # hours, as the sources
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(hours=JWT_EXPIRE),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("JWT_REFRESH_EXPIRE_DAYS", 7)),
+    "SIGNING_KEY": JWT_SECRET,
+    "ALGORITHM": "HS256",
+    "AUTH_HEADER_TYPES": ("Bearer",),
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "MicroVibe API",
+    "DESCRIPTION": "Rooms, stream keys and live sessions. Every answer is wrapped in "
+    '{"code": 0, "message": "success", "data": ...}; errors carry a non-zero code.',
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# Ports and public URLs. The STREAMING_* bases are what clients are told to use.
+SERVER_PORT = env_int("SERVER_PORT", 8080)
+RTMP_PORT = env_int("RTMP_PORT", 1935)
+MEDIA_HTTP_PORT = env_int("MEDIA_HTTP_PORT", 8081)
+PUBLIC_HOST = env_str("PUBLIC_HOST", "localhost")
+STREAMING_RTMP_SERVER = env_str("STREAMING_RTMP_SERVER", f"rtmp://{PUBLIC_HOST}:{RTMP_PORT}/live")
+STREAMING_RTMP_PLAY_SERVER = env_str("STREAMING_RTMP_PLAY_SERVER", STREAMING_RTMP_SERVER)
+STREAMING_HLS_SERVER = env_str("STREAMING_HLS_SERVER", f"http://{PUBLIC_HOST}:{MEDIA_HTTP_PORT}/hls")
+STREAMING_FLV_SERVER = env_str("STREAMING_FLV_SERVER", f"http://{PUBLIC_HOST}:{MEDIA_HTTP_PORT}/flv")
+STREAMING_WHIP_SERVER = env_str("STREAMING_WHIP_SERVER", f"http://{PUBLIC_HOST}:{SERVER_PORT}/whip")
+STREAMING_WHEP_SERVER = env_str("STREAMING_WHEP_SERVER", f"http://{PUBLIC_HOST}:{SERVER_PORT}/whep")
+
+# Media plane switch: `manage.py serve` starts it beside Daphne unless told not to.
+MEDIA_PLANE_ENABLED = env_bool("MEDIA_PLANE_ENABLED", True)
+
+CHAT_MAX_LENGTH = env_int("CHAT_MAX_LENGTH", 500)
+CHAT_RATE_COUNT = env_int("CHAT_RATE_COUNT", 5)  # messages ...
+CHAT_RATE_WINDOW = env_int("CHAT_RATE_WINDOW", 10)  # ... per this many seconds, per user
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}, "daphne": {"level": "WARNING"}},
+}
+
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+    CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+
+os.makedirs(STATIC_ROOT, exist_ok=True)
