@@ -5,6 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from live.health import health
+from live.pages import watch
 
 
 def flv_redirect(request: HttpRequest, public_id: str) -> HttpResponseRedirect:
@@ -19,4 +20,5 @@ urlpatterns = [
     path("api/v1/schema", SpectacularAPIView.as_view(), name="openapi-schema"),
     path("api/v1/", include("live.urls")),
     path("flv/<str:public_id>.flv", flv_redirect, name="flv-redirect"),
+    path("live/<str:public_id>", watch, name="watch"),
 ]

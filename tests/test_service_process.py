@@ -6,30 +6,12 @@ import asyncio
 import json
 import subprocess
 import sys
-import urllib.request
 
 import pytest
 import websockets
 
+from tests.support.api import api, register
 from tests.support.procs import ROOT, Service, postgres, redis_server
-
-
-def api(service: Service, path: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(service.url(path), method="POST" if body is not None else "GET",
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json",
-                                              **({"Authorization": f"Bearer {token}"} if token else {})})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
-def register(service: Service, username: str) -> str:
-    status, body = api(service, "/api/v1/auth/register", {"username": username, "password": "long-enough-1"})
-    assert status == 201, body
-    return body["data"]["access"]
 
 
 @pytest.fixture(scope="module")

@@ -97,7 +97,10 @@ def _database_from_env() -> dict:
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(VAR_DIR / "db.sqlite3"),
-        "OPTIONS": {"timeout": 20},
+        # IMMEDIATE: two threads upgrading deferred transactions to writes deadlock in SQLite
+        # (the web thread and the media plane's service calls write the same session rows).
+        "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE",
+                    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
     }
 
 
@@ -152,6 +155,8 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
+# Serve app static files straight from the apps (no collectstatic needed for `make run` or tests).
+WHITENOISE_USE_FINDERS = True
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework_simplejwt.authentication.JWTAuthentication"],

@@ -1,0 +1,75 @@
+// The watch page: plays the room with mpegts.js (HTTP-FLV) or hls.js (HLS) and follows the room socket.
+"use strict";
+(function () {
+  const urls = JSON.parse(document.getElementById("play-urls").textContent);
+  const roomId = JSON.parse(document.getElementById("room-id").textContent);
+  const video = document.getElementById("video");
+  const state = document.getElementById("player-state");
+  let player = null;
+
+  function stop() {
+    if (player) { player.destroy(); player = null; }
+  }
+
+  function play(kind) {
+    stop();
+    window.playerErrors = [];
+    if (kind === "flv" && window.mpegts && mpegts.getFeatureList().mseLivePlayback) {
+      player = mpegts.createPlayer({ type: "flv", isLive: true, url: urls.flv }, { enableStashBuffer: false });
+      player.on(mpegts.Events.ERROR, (type, detail) => { window.playerErrors.push(type + ":" + detail); state.textContent = "error: " + detail; });
+      player.attachMediaElement(video);
+      player.load();
+    } else if (kind === "hls" && window.Hls && Hls.isSupported()) {
+      const hls = new Hls({ lowLatencyMode: true });
+      hls.on(Hls.Events.ERROR, (_e, data) => { if (data.fatal) { window.playerErrors.push(data.type + ":" + data.details); state.textContent = "error: " + data.details; } });
+      hls.loadSource(urls.hls);
+      hls.attachMedia(video);
+      player = hls;
+    } else {
+      state.textContent = kind + " playback is not supported by this browser";
+      return;
+    }
+    state.textContent = "playing " + kind;
+    video.play().catch(() => {});
+  }
+
+  document.querySelectorAll("input[name=player]").forEach((radio) => {
+    radio.addEventListener("change", () => play(radio.value));
+  });
+  const wanted = new URLSearchParams(location.search).get("player");
+  if (wanted) document.querySelector(`input[value=${wanted}]`).checked = true;
+  play(document.querySelector("input[name=player]:checked").value);
+
+  // Room socket: status, viewer count, chat. The token (if logged in elsewhere) is in localStorage.
+  const token = localStorage.getItem("microvibe.access");
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socketUrl = `${scheme}://${location.host}/api/v1/live/ws?room_id=${encodeURIComponent(roomId)}&role=viewer`;
+  const socket = token ? new WebSocket(socketUrl, ["bearer", token]) : new WebSocket(socketUrl);
+  const statusEl = document.getElementById("status");
+  socket.onmessage = (event) => {
+    const msg = JSON.parse(event.data);
+    if (msg.type === "live" || msg.type === "offline") {
+      statusEl.textContent = msg.type === "live" ? "live" : "ended";
+      statusEl.classList.toggle("live", msg.type === "live");
+      if (msg.type === "live") play(document.querySelector("input[name=player]:checked").value);
+    } else if (msg.type === "viewers") {
+      document.getElementById("viewers").textContent = msg.data.count + " watching";
+    } else if (msg.type === "chat") {
+      const li = document.createElement("li");
+      const who = document.createElement("b");
+      who.textContent = msg.data.user + ": ";
+      const text = document.createElement("span");
+      text.innerHTML = msg.data.text; // the server sends chat text HTML-escaped
+      li.append(who, text);
+      document.getElementById("messages").append(li);
+    } else if (msg.type === "error") {
+      state.textContent = msg.data.message;
+    }
+  };
+  document.getElementById("chat-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = document.getElementById("chat-text");
+    if (input.value.trim()) socket.send(JSON.stringify({ type: "chat", text: input.value }));
+    input.value = "";
+  });
+})();

@@ -1,0 +1,87 @@
+"""Media plane settings: plain environment variables with defaults, no Django.
+
+The control plane maps its Django settings onto these names later; tests build a
+``MediaConfig`` directly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class MediaConfig:
+    bind: str = "0.0.0.0"
+    rtmp_port: int = 1935
+    http_port: int = 8081
+    # Fan-out batching tick (ms). 0 disables the timer: every write flushes at once.
+    hub_tick_ms: int = 20
+    # A viewer's transport write buffer above this stops writes to it until the next keyframe.
+    viewer_max_buffer: int = 1 << 20
+    # A viewer behind (paused and not drained) for longer than this (s) is closed.
+    viewer_drop_after: float = 5.0
+    # GOP cache bounds: past either, the cache is dropped until the next keyframe.
+    gop_cache_max_bytes: int = 16 << 20
+    gop_cache_max_units: int = 4096
+    # Per-stream readers (HLS muxer, recorder, bridges): queue length in units.
+    reader_queue_units: int = 1024
+    # RTMP: largest message accepted from a peer; idle handshake timeout (s).
+    rtmp_max_message_size: int = 8 << 20
+    rtmp_handshake_timeout: float = 10.0
+    # Media HTTP server: request head limit (bytes) and read timeout (s).
+    http_max_header: int = 16 << 10
+    http_header_timeout: float = 10.0
+    # HLS: segments cut on keyframes near hls_fragment (s), a playlist of hls_playlist_length (s),
+    # files removed hls_cleanup_after (s) after the publisher left; HLS_PATH is what nginx may serve.
+    hls_enabled: bool = True
+    hls_path: str = "var/hls"
+    hls_fragment: float = 2.0
+    hls_playlist_length: float = 60.0
+    hls_cleanup_after: float = 60.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> MediaConfig:
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(
+            bind=env.get("MEDIA_BIND", d.bind) or d.bind,
+            rtmp_port=_int(env, "RTMP_PORT", d.rtmp_port),
+            http_port=_int(env, "MEDIA_HTTP_PORT", d.http_port),
+            hub_tick_ms=_int(env, "HUB_TICK_MS", d.hub_tick_ms),
+            viewer_max_buffer=_int(env, "VIEWER_MAX_BUFFER", d.viewer_max_buffer),
+            viewer_drop_after=_float(env, "VIEWER_DROP_AFTER", d.viewer_drop_after),
+            gop_cache_max_bytes=_int(env, "GOP_CACHE_MAX_BYTES", d.gop_cache_max_bytes),
+            gop_cache_max_units=_int(env, "GOP_CACHE_MAX_UNITS", d.gop_cache_max_units),
+            reader_queue_units=_int(env, "READER_QUEUE_UNITS", d.reader_queue_units),
+            rtmp_max_message_size=_int(env, "RTMP_MAX_MESSAGE_SIZE", d.rtmp_max_message_size),
+            rtmp_handshake_timeout=_float(env, "RTMP_HANDSHAKE_TIMEOUT", d.rtmp_handshake_timeout),
+            http_max_header=_int(env, "MEDIA_HTTP_MAX_HEADER", d.http_max_header),
+            http_header_timeout=_float(env, "MEDIA_HTTP_HEADER_TIMEOUT", d.http_header_timeout),
+            hls_enabled=env.get("HLS_ENABLED", "1").strip().lower() not in ("0", "false", "no", "off"),
+            hls_path=env.get("HLS_PATH") or os.path.join(env.get("VAR_DIR") or "var", "hls"),
+            hls_fragment=_float(env, "HLS_FRAGMENT", d.hls_fragment),
+            hls_playlist_length=_float(env, "HLS_PLAYLIST_LENGTH", d.hls_playlist_length),
+            hls_cleanup_after=_float(env, "HLS_CLEANUP_AFTER", d.hls_cleanup_after),
+        )

@@ -1,0 +1,52 @@
+"""The media plane's handle on the control plane (``live.media_api``), injectable for tests.
+
+Media code never imports ``live`` at module level (that needs Django configured): servers take
+a ``ControlPlane`` and ``ControlPlane.from_live()`` binds the real service layer lazily.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+# reason values for publish_ended
+PUBLISHER_LEFT = "publisher_left"
+DROPPED_BY_STAFF = "dropped_by_staff"
+KEY_ROTATED = "key_rotated"
+ERROR = "error"
+END_REASONS = (PUBLISHER_LEFT, DROPPED_BY_STAFF, KEY_ROTATED, ERROR)
+
+
+@dataclass(frozen=True, slots=True)
+class ControlPlane:
+    # async (*, stream_key, protocol) -> grant with room_id, public_id, session_id, recording
+    publish_authorize: Callable[..., Awaitable[Any]]
+    # async (*, session_id, reason, bytes_received, peak_viewers) -> None
+    publish_ended: Callable[..., Awaitable[None]]
+    # async (*, public_id, count) -> None; called at most once a second per stream
+    viewers_changed: Callable[..., Awaitable[None]]
+    # the exception publish_authorize raises to refuse (has .reason and .message)
+    publish_refused: type[BaseException]
+    # async (*, public_id) -> bool, or None to let any live stream be played
+    play_authorize: Callable[..., Awaitable[bool]] | None = None
+    # registers the MediaControl implementation (staff drops); returns a task or None
+    media_control_register: Callable[[Any], Any] | None = None
+
+    @classmethod
+    def from_live(cls) -> ControlPlane:
+        from live import media_api
+
+        return cls(
+            publish_authorize=media_api.publish_authorize,
+            publish_ended=media_api.publish_ended,
+            viewers_changed=media_api.viewers_changed,
+            publish_refused=media_api.PublishRefused,
+            play_authorize=media_api.play_authorize,
+            media_control_register=media_api.media_control_register,
+        )
+
+
+def normalize_end_reason(reason: str) -> str:
+    """Map a drop reason from staff onto publish_ended's vocabulary."""
+    return reason if reason in END_REASONS else DROPPED_BY_STAFF

@@ -1,0 +1,225 @@
+"""Remux a stream's H.264/AAC access units into MPEG-TS segments and a rolling playlist with
+FFmpeg's own HLS muxer (PyAV): no demuxer, no transcode.
+
+Synchronous and not thread-safe: one segmenter per stream, driven from one worker thread
+(`media.hls.writer`), so FFmpeg's file I/O never runs on the event loop.
+
+Layout under `root` (HLS_PATH), served as is by the media HTTP server or by nginx:
+    {public_id}.m3u8          the playlist (written to a temp file, then renamed)
+    {public_id}/seg{N}.ts     its segments, listed as "{public_id}/seg{N}.ts"
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from media.hub.unit import TAG_AUDIO, TAG_VIDEO, AccessUnit
+from rtmp.codec import flv
+from rtmp.codec.errors import RtmpProtocolError
+
+log = logging.getLogger(__name__)
+
+MS = Fraction(1, 1000)
+_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
+# Without an audio sequence header after this many video frames, the stream is video-only.
+_AUDIO_WAIT_FRAMES = 60
+
+
+class HlsUnsupported(Exception):
+    """The stream carries a codec HLS (MPEG-TS) output here cannot take without transcoding."""
+
+
+@dataclass(frozen=True, slots=True)
+class HlsOptions:
+    fragment: float = 2.0  # target segment length (s); cut on the first keyframe at or after it
+    playlist_length: float = 60.0  # seconds of media the playlist lists
+
+
+@dataclass(frozen=True, slots=True)
+class _Video:
+    extradata: bytes  # SPS/PPS in Annex B, put before every keyframe
+    nal_length_size: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Audio:
+    extradata: bytes  # AudioSpecificConfig
+    rate: int
+    channels: int
+
+
+def _video_config(payload: bytes) -> _Video:
+    sps_list, pps_list, nal_length_size = flv.avc_decoder_config(payload)
+    if not sps_list:
+        raise HlsUnsupported("AVC sequence header without SPS")
+    width, height = flv.parse_avc_sps_size(sps_list[0])
+    annexb = b"".join(b"\x00\x00\x00\x01" + nal for nal in (*sps_list, *pps_list))
+    return _Video(annexb, nal_length_size, width, height)
+
+
+def _audio_config(payload: bytes) -> _Audio:
+    config = flv.aac_audio_specific_config(payload)
+    rate_index = ((config[0] & 0x07) << 1) | (config[1] >> 7)
+    channels = (config[1] >> 3) & 0x0F
+    if rate_index >= len(_AAC_RATES) or not 1 <= channels <= 2:
+        raise HlsUnsupported(f"AAC config with rate index {rate_index}, {channels} channels")
+    return _Audio(config, _AAC_RATES[rate_index], channels)
+
+
+class HlsSegmenter:
+    def __init__(self, root: Path, public_id: str, options: HlsOptions, *, resume: bool = False) -> None:
+        self.root = root
+        self.public_id = public_id
+        self.options = options
+        self.playlist = root / f"{public_id}.m3u8"
+        self.segment_dir = root / public_id
+        self.resume = resume and self.playlist.exists()  # a publisher reconnecting: append, mark discontinuity
+        self._video: _Video | None = None
+        self._audio: _Audio | None = None
+        self._pending: list[AccessUnit] = []
+        self._container = None
+        self._streams: dict[int, av.stream.Stream] = {}
+        self._last_dts: dict[int, int] = {}
+        self._frames_without_audio = 0
+        self.packets = 0
+        self.skipped = 0
+
+    # ---------------------------------------------------------------- input
+
+    def write(self, unit: AccessUnit) -> None:
+        if unit.config:
+            self._configure(unit)
+            return
+        if unit.tag_type not in (TAG_VIDEO, TAG_AUDIO):
+            return
+        if self._container is None:
+            self._buffer_until_ready(unit)
+            return
+        self._mux(unit)
+
+    def _configure(self, unit: AccessUnit) -> None:
+        if unit.tag_type == TAG_VIDEO:
+            info = flv.parse_video(unit.payload)
+            if info.codec != "h264":
+                raise HlsUnsupported(f"video codec {info.codec} (HLS here takes H.264)")
+            config = _video_config(unit.payload)
+            if self._video and self._container and config != self._video:
+                log.info("hls %s: video configuration changed mid-stream", self.public_id)
+            self._video = config
+        elif unit.tag_type == TAG_AUDIO:
+            info = flv.parse_audio(unit.payload)
+            if info.codec != "aac":
+                raise HlsUnsupported(f"audio codec {info.codec} (HLS here takes AAC)")
+            self._audio = _audio_config(unit.payload)
+
+    def _buffer_until_ready(self, unit: AccessUnit) -> None:
+        """Open the muxer once both sequence headers are known (or audio is clearly absent),
+        starting at a keyframe; units before the first keyframe cannot be decoded anyway."""
+        if unit.tag_type == TAG_VIDEO:
+            codec = flv.parse_video(unit.payload).codec
+            if codec != "h264":
+                raise HlsUnsupported(f"video codec {codec} (HLS here takes H.264)")
+            if not self._pending and not unit.keyframe:
+                self.skipped += 1
+                return
+            self._frames_without_audio += self._audio is None
+        elif not self._pending:
+            self.skipped += 1
+            return
+        self._pending.append(unit)
+        if self._video and (self._audio or self._frames_without_audio > _AUDIO_WAIT_FRAMES):
+            self._open()
+            pending, self._pending = self._pending, []
+            for queued in pending:
+                self._mux(queued)
+
+    # ---------------------------------------------------------------- muxing
+
+    def _open(self) -> None:
+        self.segment_dir.mkdir(parents=True, exist_ok=True)
+        flags = ["delete_segments", "temp_file", "independent_segments"]
+        if self.resume:
+            flags += ["append_list", "discont_start"]
+        options = {
+            "hls_time": f"{self.options.fragment:g}",
+            "hls_list_size": str(max(1, math.ceil(self.options.playlist_length / self.options.fragment))),
+            "hls_flags": "+".join(flags),
+            # Numbers start at the epoch second, so a new session never reuses a segment name
+            # that a CDN or player may still cache.
+            "hls_start_number_source": "epoch",
+            "hls_segment_filename": str(self.segment_dir / "seg%d.ts"),
+            "hls_base_url": f"{self.public_id}/",
+            "hls_delete_threshold": "1",
+        }
+        self._container = av.open(str(self.playlist), "w", format="hls", options=options)
+        video = self._container.add_stream("h264")
+        video.codec_context.width, video.codec_context.height = self._video.width, self._video.height
+        video.codec_context.extradata = self._video.extradata
+        video.time_base = MS
+        self._streams[TAG_VIDEO] = video
+        if self._audio:
+            audio = self._container.add_stream("aac", rate=self._audio.rate)
+            audio.codec_context.layout = "stereo" if self._audio.channels == 2 else "mono"
+            audio.codec_context.extradata = self._audio.extradata
+            audio.time_base = MS
+            self._streams[TAG_AUDIO] = audio
+        log.info("hls %s: %dx%d%s, segments of %gs", self.public_id, self._video.width, self._video.height,
+                 " + AAC" if self._audio else " (no audio)", self.options.fragment)
+
+    def _mux(self, unit: AccessUnit) -> None:
+        stream = self._streams.get(unit.tag_type)
+        if stream is None:
+            return
+        try:
+            data, pts_offset = self._payload(unit)
+        except RtmpProtocolError as exc:
+            self.skipped += 1
+            log.debug("hls %s: skipping a bad unit: %s", self.public_id, exc)
+            return
+        if data is None:
+            return
+        # The muxer refuses a dts that does not increase (e.g. an end-of-sequence tag).
+        last = self._last_dts.get(unit.tag_type)
+        if last is not None and unit.timestamp <= last:
+            self.skipped += 1
+            return
+        self._last_dts[unit.tag_type] = unit.timestamp
+        packet = av.Packet(data)
+        packet.stream = stream
+        packet.time_base = MS
+        packet.dts = unit.timestamp
+        packet.pts = unit.timestamp + pts_offset
+        packet.is_keyframe = unit.keyframe or unit.tag_type == TAG_AUDIO
+        self._container.mux(packet)
+        self.packets += 1
+
+    def _payload(self, unit: AccessUnit) -> tuple[bytes | None, int]:
+        if unit.tag_type == TAG_AUDIO:
+            return (unit.payload[2:] or None), 0
+        info = flv.parse_video(unit.payload)
+        if info.is_end_of_sequence or info.is_sequence_header:
+            return None, 0
+        body = flv.avc_to_annexb(unit.payload[5:], self._video.nal_length_size)
+        # FLV never repeats SPS/PPS in band; TS segments must start decodable on their own.
+        if unit.keyframe:
+            body = self._video.extradata + body
+        return body, info.composition_time
+
+    # ---------------------------------------------------------------- end
+
+    def close(self) -> None:
+        """Finish the last segment and append #EXT-X-ENDLIST."""
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    @property
+    def started(self) -> bool:
+        return self._container is not None

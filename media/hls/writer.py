@@ -1,0 +1,136 @@
+"""The async side of HLS: one writer per live stream, a hub reader feeding the segmenter in
+the stream's own worker thread, and the directory cleaned some time after the publisher left.
+
+Per stream, never per viewer: viewers only read the files the segmenter leaves on disk.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from media.hub.stream import Stream
+from media.hub.unit import AccessUnit
+
+from .segmenter import HlsOptions, HlsSegmenter, HlsUnsupported
+
+log = logging.getLogger(__name__)
+
+# Units handed to the worker thread in one hop: enough to amortize the hop, small enough to
+# keep the playlist close to live.
+_BATCH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class HlsConfig:
+    root: Path
+    options: HlsOptions
+    cleanup_after: float = 60.0  # s after the publisher left; a reconnect before then resumes
+    reader_units: int = 2048
+
+
+class HlsWriter:
+    def __init__(self, stream: Stream, config: HlsConfig, *, resume: bool) -> None:
+        self.stream = stream
+        self.config = config
+        self.segmenter = HlsSegmenter(config.root, stream.public_id, config.options, resume=resume)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hls-{stream.public_id}")
+        self.reader = stream.add_reader("hls", max_units=config.reader_units)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while (batch := await self._next_batch()) is not None:
+                await loop.run_in_executor(self._executor, self._write_batch, batch)
+        except HlsUnsupported as exc:
+            log.warning("hls %s: not segmented: %s", self.stream.public_id, exc)
+            self.reader.close()
+        finally:
+            await loop.run_in_executor(self._executor, self.segmenter.close)
+            self._executor.shutdown(wait=False)
+
+    async def _next_batch(self) -> list[AccessUnit] | None:
+        first = await self.reader.get()
+        if first is None:
+            return None
+        batch = [first]
+        while self.reader.queued and len(batch) < _BATCH:
+            unit = await self.reader.get()
+            if unit is None:
+                break
+            batch.append(unit)
+        return batch
+
+    def _write_batch(self, batch: list[AccessUnit]) -> None:
+        for unit in batch:
+            self.segmenter.write(unit)
+
+
+class HlsService:
+    """Starts a writer when a stream goes live and cleans its files after it ends."""
+
+    def __init__(self, config: HlsConfig) -> None:
+        self.config = config
+        config.root.mkdir(parents=True, exist_ok=True)
+        self._writers: dict[str, asyncio.Task] = {}
+        self._ended_at: dict[str, float] = {}
+        self._cleanups: dict[str, asyncio.TimerHandle] = {}
+
+    def stream_started(self, stream: Stream) -> None:
+        public_id = stream.public_id
+        pending = self._cleanups.pop(public_id, None)
+        if pending is not None:
+            pending.cancel()
+        resume = public_id in self._ended_at and time.monotonic() - self._ended_at[public_id] < \
+            self.config.cleanup_after
+        if not resume:
+            self._remove_files(public_id)
+        writer = HlsWriter(stream, self.config, resume=resume)
+        task = asyncio.get_running_loop().create_task(self._run(writer), name=f"hls-{public_id}")
+        self._writers[public_id] = task
+
+    async def _run(self, writer: HlsWriter) -> None:
+        public_id = writer.stream.public_id
+        try:
+            await writer.run()
+        except Exception:
+            log.exception("hls %s: segmenting failed", public_id)
+        finally:
+            if self._writers.get(public_id) is asyncio.current_task():
+                del self._writers[public_id]
+                self._ended_at[public_id] = time.monotonic()
+                self._cleanups[public_id] = asyncio.get_running_loop().call_later(
+                    self.config.cleanup_after, self._cleanup, public_id)
+
+    def _cleanup(self, public_id: str) -> None:
+        self._cleanups.pop(public_id, None)
+        self._ended_at.pop(public_id, None)
+        if public_id not in self._writers:
+            self._remove_files(public_id)
+
+    def _remove_files(self, public_id: str) -> None:
+        (self.config.root / f"{public_id}.m3u8").unlink(missing_ok=True)
+        shutil.rmtree(self.config.root / public_id, ignore_errors=True)
+
+    def remove_stale(self) -> int:
+        """At start: files left by an earlier process belong to no live stream."""
+        stale = [p for p in self.config.root.iterdir() if p.suffix == ".m3u8" or p.is_dir()]
+        for path in stale:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        return len(stale)
+
+    async def stop(self) -> None:
+        for handle in self._cleanups.values():
+            handle.cancel()
+        tasks = list(self._writers.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def active(self) -> int:
+        return len(self._writers)

@@ -1,0 +1,428 @@
+"""The media plane's own small HTTP/1.1 server (HTTP-FLV now, HLS files later).
+
+An ASGI server hides the socket; here each viewer's transport write buffer is visible, which
+is the bound of a viewer without a task or a queue (FANOUT.md). Routes are path prefixes
+mapped to handlers (``add_route``), so ``/hls/`` can be added beside ``/flv/``.
+
+``GET /flv/{public_id}.flv`` answers like nginx-http-flv's flv_live: 200, ``video/x-flv``,
+chunked, CORS open, no-cache; FLV header, metadata, sequence headers, GOP cache, then live
+tags; the response ends with the 0-length chunk when the publisher leaves.
+
+Requests are parsed defensively: a bounded request head, a timeout to send it, no request
+bodies (400 if one is announced), 400 on anything malformed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+from .config import MediaConfig
+from .control import ControlPlane
+from .hub.registry import StreamRegistry
+from .writers.flv import CHUNKED_END, FlvFanout, FlvViewer
+
+log = logging.getLogger(__name__)
+
+_REASONS = {
+    200: "OK", 204: "No Content", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 408: "Request Timeout", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
+}
+_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_FLV_PATH = re.compile(r"^/flv/([A-Za-z0-9_\-]{1,128})\.flv$")
+CORS_HEADERS = [("Access-Control-Allow-Origin", "*")]
+_MAX_HEADERS = 100
+# After a streamed response starts, what a client sends is read and thrown away, up to this.
+_MAX_DISCARD = 64 << 10
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(slots=True)
+class HttpRequest:
+    method: str
+    target: str
+    path: str
+    query: str
+    version: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def keep_alive(self) -> bool:
+        conn = self.headers.get("connection", "").lower()
+        if self.version == "HTTP/1.0":
+            return "keep-alive" in conn
+        return "close" not in conn
+
+
+def parse_request_head(head: bytes) -> HttpRequest:
+    """Parse a request line and headers (``head`` without the final CRLF CRLF)."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3:
+        raise BadRequest(400, "bad request line")
+    method, target, version = parts
+    if not _TOKEN.match(method):
+        raise BadRequest(400, "bad method")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        raise BadRequest(505 if version.startswith(b"HTTP/") else 400, "bad version")
+    if not target.startswith(b"/") or any(c < 0x21 or c > 0x7E for c in target):
+        raise BadRequest(400, "bad target")
+    if len(lines) - 1 > _MAX_HEADERS:
+        raise BadRequest(431, "too many headers")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not _TOKEN.match(name):
+            raise BadRequest(400, "bad header line")
+        try:
+            text = value.strip(b" \t").decode("latin-1")
+        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes everything
+            raise BadRequest(400, "bad header value") from None
+        if any(c in text for c in "\r\n\x00"):
+            raise BadRequest(400, "bad header value")
+        key = name.decode("ascii").lower()
+        if key in headers and key in ("content-length", "host", "transfer-encoding"):
+            raise BadRequest(400, f"duplicate {key}")
+        headers[key] = text
+    t = target.decode("ascii")
+    path, _, query = t.partition("?")
+    return HttpRequest(method.decode("ascii"), t, unquote(path), query, version.decode("ascii"), headers)
+
+
+Handler = Callable[["HttpConnection", HttpRequest], "Awaitable[None] | None"]
+
+READING, HANDLING, STREAMING, CLOSED = range(4)
+
+
+class HttpConnection(asyncio.Protocol):
+    def __init__(self, server: MediaHttpServer) -> None:
+        self.server = server
+        self.config = server.config
+        self.transport: asyncio.Transport | None = None
+        self.state = READING
+        self._buf = bytearray()
+        self._discarded = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._abort_timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task | None = None
+        self.viewer: FlvViewer | None = None
+        self.peer: str = "?"
+
+    # ------------------------------------------------------------- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.server.connections.add(self)
+        self._arm_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == CLOSED:
+            return
+        if self.state == STREAMING:
+            self._discarded += len(data)
+            if self._discarded > _MAX_DISCARD:
+                self.close()
+            return
+        self._buf += data
+        if self.state == READING:
+            self._try_request()
+        elif len(self._buf) > self.config.http_max_header:
+            self.close()  # pipelining a lot while a handler runs: not a client we serve
+
+    def eof_received(self) -> bool:
+        # A client half-closing while its response streams is still reading: keep the socket
+        # open only if something is being sent; otherwise close.
+        return self.state in (HANDLING, STREAMING)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = CLOSED
+        self._cancel_timers()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        viewer = self.viewer
+        if viewer is not None and viewer.fanout is not None:
+            viewer.fanout.remove(viewer)
+        self.viewer = None
+        self.server.connections.discard(self)
+
+    def pause_writing(self) -> None:  # the hub polls get_write_buffer_size() instead
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    # ------------------------------------------------------------- request handling
+
+    def _arm_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.config.http_header_timeout, self._on_timeout)
+
+    def _cancel_timers(self) -> None:
+        for t in (self._timer, self._abort_timer):
+            if t is not None:
+                t.cancel()
+        self._timer = self._abort_timer = None
+
+    def _on_timeout(self) -> None:
+        self._timer = None
+        if self.state == READING:
+            if self._buf:
+                self.respond(408, "request timeout\n", keep_alive=False)
+            else:
+                self.close()
+
+    def _try_request(self) -> None:
+        end = self._buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buf) > self.config.http_max_header:
+                self.respond(431, "request head too large\n", keep_alive=False)
+            return
+        if end + 4 > self.config.http_max_header:
+            self.respond(431, "request head too large\n", keep_alive=False)
+            return
+        head = bytes(self._buf[:end])
+        del self._buf[: end + 4]
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        try:
+            # Tolerate leading empty lines between pipelined requests (RFC 9112 2.2).
+            req = parse_request_head(head.lstrip(b"\r\n"))
+            te = req.headers.get("transfer-encoding")
+            cl = req.headers.get("content-length")
+            if te is not None or (cl is not None and cl.strip() != "0"):
+                raise BadRequest(400, "request bodies are not accepted")
+        except BadRequest as e:
+            self.respond(e.status, f"{e}\n", keep_alive=False)
+            return
+        self.state = HANDLING
+        self.server.requests += 1
+        try:
+            result = self.server.dispatch(self, req)
+        except Exception:
+            log.exception("media http: handler failed for %s", req.path)
+            self.respond(500, "internal error\n", keep_alive=False)
+            return
+        if inspect.isawaitable(result):
+            self._task = asyncio.get_running_loop().create_task(self._run(result, req))
+
+    async def _run(self, awaitable: Awaitable[None], req: HttpRequest) -> None:
+        try:
+            await awaitable
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("media http: handler failed for %s", req.path)
+            if self.state == HANDLING:
+                self.respond(500, "internal error\n", keep_alive=False)
+        finally:
+            self._task = None
+
+    # ------------------------------------------------------------- responses
+
+    def write_head(self, status: int, headers: list[tuple[str, str]]) -> None:
+        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
+        lines += [f"{k}: {v}" for k, v in headers]
+        assert self.transport is not None
+        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+    def respond(
+        self,
+        status: int,
+        body: bytes | str = b"",
+        *,
+        content_type: str = "text/plain; charset=utf-8",
+        headers: list[tuple[str, str]] | None = None,
+        keep_alive: bool = True,
+        head_only: bool = False,
+    ) -> None:
+        """A complete (non-streamed) response; keeps the connection for the next request."""
+        if self.state == CLOSED or self.transport is None or self.transport.is_closing():
+            return
+        data = body.encode() if isinstance(body, str) else body
+        h = list(headers or []) + CORS_HEADERS
+        if status != 204:
+            h.append(("Content-Type", content_type))
+            h.append(("Content-Length", str(len(data))))
+        h.append(("Connection", "keep-alive" if keep_alive else "close"))
+        self.write_head(status, h)
+        if data and not head_only:
+            self.transport.write(data)
+        if keep_alive:
+            self.state = READING
+            self._arm_timer()
+            if self._buf:
+                asyncio.get_running_loop().call_soon(self._resume_reading)
+        else:
+            self.close()
+
+    def _resume_reading(self) -> None:
+        if self.state == READING:
+            self._try_request()
+
+    def start_stream(self, status: int, headers: list[tuple[str, str]]) -> None:
+        """Write the head of a streamed (chunked) response; the body follows from the hub."""
+        self.state = STREAMING
+        self._buf.clear()
+        self.write_head(status, headers + [("Transfer-Encoding", "chunked"), ("Connection", "close")])
+
+    def end_stream(self) -> None:
+        """The last chunk, then close; a viewer that never drains is aborted after a while."""
+        t = self.transport
+        if t is None or t.is_closing() or self.state == CLOSED:
+            return
+        t.write(CHUNKED_END)
+        self.close()
+
+    def close(self) -> None:
+        t = self.transport
+        if t is None or self.state == CLOSED:
+            return
+        self.state = CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if t.get_write_buffer_size() and not t.is_closing():
+            t.close()
+            self._abort_timer = asyncio.get_running_loop().call_later(self.config.viewer_drop_after, t.abort)
+        else:
+            t.close()
+
+
+class HttpFlvViewer(FlvViewer):
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: HttpConnection) -> None:
+        super().__init__(conn.transport)
+        self.conn = conn
+
+    def stream_ended(self, reason: str) -> None:
+        self.conn.viewer = None
+        self.conn.end_stream()
+
+    def dropped_slow(self) -> None:
+        self.conn.viewer = None
+        self.conn.state = CLOSED
+        self.transport.abort()
+
+
+class MediaHttpServer:
+    def __init__(self, config: MediaConfig, registry: StreamRegistry, control: ControlPlane | None = None) -> None:
+        self.config = config
+        self.registry = registry
+        self.control = control
+        self.connections: set[HttpConnection] = set()
+        self.routes: list[tuple[str, Handler]] = []
+        self.requests = 0
+        self._server: asyncio.base_events.Server | None = None
+        self.port: int | None = None
+        self.add_route("/flv/", self.handle_flv)
+
+    def add_route(self, prefix: str, handler: Handler) -> None:
+        """Serve every path starting with ``prefix`` by ``handler(conn, request)``.
+
+        The handler answers with ``conn.respond(...)`` (or streams with ``conn.start_stream``);
+        it may be a coroutine function. OPTIONS (CORS preflight) is answered before handlers.
+        """
+        self.routes.append((prefix, handler))
+        self.routes.sort(key=lambda r: len(r[0]), reverse=True)
+
+    def dispatch(self, conn: HttpConnection, req: HttpRequest) -> Awaitable[None] | None:
+        if req.method == "OPTIONS":
+            asked = req.headers.get("access-control-request-headers")
+            h = [
+                ("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS"),
+                ("Access-Control-Max-Age", "86400"),
+            ]
+            if asked:
+                h.append(("Access-Control-Allow-Headers", asked))
+            conn.respond(204, headers=h, keep_alive=req.keep_alive)
+            return None
+        for prefix, handler in self.routes:
+            if req.path.startswith(prefix):
+                return handler(conn, req)
+        conn.respond(404, "not found\n", keep_alive=req.keep_alive)
+        return None
+
+    # ------------------------------------------------------------- HTTP-FLV
+
+    async def handle_flv(self, conn: HttpConnection, req: HttpRequest) -> None:
+        if req.method not in ("GET", "HEAD"):
+            conn.respond(405, "method not allowed\n", headers=[("Allow", "GET, HEAD, OPTIONS")], keep_alive=False)
+            return
+        m = _FLV_PATH.match(req.path)
+        if m is None:
+            conn.respond(404, "not found\n", keep_alive=req.keep_alive)
+            return
+        public_id = m.group(1)
+        stream = self.registry.get(public_id)
+        if stream is not None and self.control is not None and self.control.play_authorize is not None:
+            if not await self.control.play_authorize(public_id=public_id):
+                stream = None
+            else:
+                stream = self.registry.get(public_id)  # it may have ended meanwhile
+        if stream is None or stream.closed:
+            conn.respond(404, "stream not found\n", keep_alive=req.keep_alive)
+            return
+        headers = [
+            ("Content-Type", "video/x-flv"),
+            ("Cache-Control", "no-cache"),
+            ("Access-Control-Allow-Origin", "*"),
+        ]
+        if req.method == "HEAD" or req.version == "HTTP/1.0":
+            if req.method == "GET":  # chunked coding needs HTTP/1.1
+                conn.respond(505, "HTTP-FLV needs HTTP/1.1\n", keep_alive=False)
+                return
+            conn.write_head(200, headers + [("Connection", "keep-alive" if req.keep_alive else "close")])
+            if req.keep_alive:
+                conn.state = READING
+                conn._arm_timer()
+            else:
+                conn.close()
+            return
+        if conn.state != HANDLING:
+            return  # the client went away while we were authorizing
+        conn.start_stream(200, headers)
+        viewer = HttpFlvViewer(conn)
+        conn.viewer = viewer
+        stream.fanout(FlvFanout).add(viewer)
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def start(self, host: str, port: int) -> int:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: HttpConnection(self), host, port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("media http: listening on %s:%d", host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        for _ in range(100):
+            if not self.connections:
+                break
+            await asyncio.sleep(0.01)
+        if server is not None:
+            await server.wait_closed()
+
+    @property
+    def flv_viewers(self) -> int:
+        return sum(1 for c in self.connections if c.viewer is not None)

@@ -1,0 +1,300 @@
+"""One live stream: codec configuration, GOP cache, batched fan-out to viewers, per-stream readers.
+
+A source calls ``write(unit)`` (synchronous, never awaits). Each unit becomes one ``Entry``
+that every reader kind shares: per-kind framing is cached on the entry, so a tag or chunk is
+framed once per stream whatever the number of viewers.
+
+Viewers (RTMP players, HTTP-FLV responses) have no task and no queue: entries are collected
+into a batch and flushed every tick (``hub_tick_ms``) by each registered ``Fanout``, which
+writes one joined bytes object per viewer (see ``media/hub/fanout.py``). Per-stream readers
+(HLS muxer, recorder, bridges) get a bounded queue and run their own task (``reader.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from .reader import StreamReader
+from .unit import TAG_AUDIO, TAG_DATA, TAG_VIDEO, AccessUnit
+
+if TYPE_CHECKING:
+    from ..config import MediaConfig
+    from .fanout import Fanout
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound="Fanout")
+
+
+class StreamClosed(Exception):
+    """The stream has ended; nothing more can be written to it or joined."""
+
+
+class Entry:
+    """One written unit plus what the hub derived from it once.
+
+    ``ts`` is the unit's timestamp made monotonic per tag type (a backwards step clamps to the
+    previous value) and ``delta`` the step from the previous entry of the same tag type (None
+    for the first one, and always for data). Fan-outs cache their framing in the ``rtmp`` and
+    ``flv_tail`` slots.
+    """
+
+    __slots__ = ("unit", "ts", "delta", "rap", "rtmp", "flv_tail")
+
+    def __init__(self, unit: AccessUnit, ts: int, delta: int | None, rap: bool) -> None:
+        self.unit = unit
+        self.ts = ts
+        self.delta = delta
+        self.rap = rap
+        self.rtmp: bytes | None = None
+        self.flv_tail: bytes | None = None
+
+    def __repr__(self) -> str:
+        u = self.unit
+        return f"Entry(tag={u.tag_type} ts={self.ts} delta={self.delta} rap={self.rap} len={len(u.payload)})"
+
+
+class Stream:
+    def __init__(
+        self,
+        public_id: str,
+        config: MediaConfig,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.public_id = public_id
+        self.config = config
+        self.clock = clock
+        self._loop = loop
+        self.closed = False
+        self.close_reason: str | None = None
+        # Codec state kept for late joiners.
+        self.metadata: Entry | None = None
+        self.video_config: Entry | None = None
+        self.audio_config: Entry | None = None
+        self.config_gen = 0  # bumped whenever a sequence header changes
+        self.has_video = False
+        self.has_audio = False
+        # GOP cache: entries since the last random access point (first entry is that point);
+        # None while invalid (nothing yet, or overflowed until the next random access point).
+        self.gop: list[Entry] | None = None
+        self.gop_bytes = 0
+        self._last_ts: dict[int, int] = {}
+        # Fan-out.
+        self._pending: list[Entry] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._fanouts: list[Fanout] = []
+        self._fanout_by_type: dict[type, Fanout] = {}
+        self._readers: list[StreamReader] = []
+        # Counters.
+        self.bytes_in = 0
+        self.units_in = 0
+        self.peak_viewers = 0
+        self.flushes = 0
+        self.gop_overflows = 0
+
+    # ------------------------------------------------------------------ source side
+
+    def write(self, unit: AccessUnit) -> None:
+        """Take one unit from the source. Synchronous; never waits on any reader."""
+        if self.closed:
+            raise StreamClosed(self.public_id)
+        self.units_in += 1
+        self.bytes_in += len(unit.payload)
+        tt = unit.tag_type
+        if tt == TAG_DATA:
+            entry = Entry(unit, max(0, unit.timestamp), None, False)
+            if unit.config:
+                self.metadata = entry
+            self._append(entry)
+            return
+        if tt == TAG_VIDEO:
+            self.has_video = True
+        elif tt == TAG_AUDIO:
+            self.has_audio = True
+        else:
+            raise ValueError(f"unknown tag type {tt}")
+        prev = self._last_ts.get(tt)
+        if prev is None:
+            ts, delta = max(0, unit.timestamp), None
+        else:
+            ts = unit.timestamp if unit.timestamp > prev else prev
+            delta = ts - prev
+        self._last_ts[tt] = ts
+        if unit.config:
+            entry = Entry(unit, ts, delta, False)
+            if tt == TAG_VIDEO:
+                self.video_config = entry
+            else:
+                self.audio_config = entry
+            self.config_gen += 1
+            self._gop_add(entry)
+            self._append(entry)
+            return
+        rap = unit.keyframe if tt == TAG_VIDEO else (unit.keyframe and not self.has_video)
+        entry = Entry(unit, ts, delta, rap)
+        if rap:
+            self.gop = [entry]
+            self.gop_bytes = len(unit.payload)
+            for r in self._readers:
+                r.offer(entry)
+            ready = [f for f in self._fanouts if f.waiting and f.waiting_ready()]
+            if ready:
+                # A viewer waits for this keyframe: flush what came before it, let the waiting
+                # viewers in at the batch boundary, and send the keyframe at once.
+                self.flush()
+                for f in ready:
+                    f.activate_waiting(entry)
+                self._pending.append(entry)
+                self.flush()
+                return
+            self._pending.append(entry)
+            self._schedule()
+            return
+        self._gop_add(entry)
+        self._append(entry)
+
+    def _gop_add(self, entry: Entry) -> None:
+        gop = self.gop
+        if gop is None:
+            return
+        gop.append(entry)
+        self.gop_bytes += len(entry.unit.payload)
+        if self.gop_bytes > self.config.gop_cache_max_bytes or len(gop) > self.config.gop_cache_max_units:
+            self.gop = None
+            self.gop_bytes = 0
+            self.gop_overflows += 1
+            log.info("stream %s: GOP cache over its bound, dropped until the next keyframe", self.public_id)
+
+    def _append(self, entry: Entry) -> None:
+        for r in self._readers:
+            r.offer(entry)
+        self._pending.append(entry)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._flush_handle is not None:
+            return
+        tick = self.config.hub_tick_ms
+        if tick <= 0:
+            self.flush()
+            return
+        loop = self._loop
+        if loop is None:
+            try:
+                loop = self._loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # no loop (synchronous tests): the caller flushes
+        self._flush_handle = loop.call_later(tick / 1000.0, self._on_tick)
+
+    def _on_tick(self) -> None:
+        self._flush_handle = None
+        self.flush()
+
+    def flush(self) -> None:
+        """Send the pending batch to every fan-out now."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        batch = self._pending
+        if not batch:
+            return
+        self._pending = []
+        self.flushes += 1
+        now = self.clock()
+        for f in self._fanouts:
+            if f.viewers:
+                f.send(batch, now)
+
+    # ------------------------------------------------------------------ viewers
+
+    def fanout(self, kind: type[F]) -> F:
+        """The stream's fan-out of the given kind (RTMP, FLV), created on first use."""
+        f = self._fanout_by_type.get(kind)
+        if f is None:
+            if self.closed:
+                raise StreamClosed(self.public_id)
+            f = kind(self)
+            self._fanout_by_type[kind] = f
+            self._fanouts.append(f)
+        return f  # type: ignore[return-value]
+
+    @property
+    def viewer_count(self) -> int:
+        return sum(len(f.viewers) for f in self._fanouts)
+
+    def viewers_changed(self) -> None:
+        n = self.viewer_count
+        if n > self.peak_viewers:
+            self.peak_viewers = n
+
+    def start_entries(self) -> tuple[list[Entry], int] | None:
+        """What a new viewer needs before the live batches: the GOP cache and its time base.
+
+        None when there is no decodable start yet (the viewer waits for the next keyframe).
+        Call after ``flush()`` so every entry returned has already gone to the live viewers.
+        """
+        gop = self.gop
+        if not gop:
+            return None
+        base = min(e.ts for e in gop)
+        return list(gop), base
+
+    def configs(self) -> list[Entry]:
+        """Metadata and sequence headers, in the order a player wants them."""
+        return [e for e in (self.metadata, self.video_config, self.audio_config) if e is not None]
+
+    # ------------------------------------------------------------------ per-stream readers
+
+    def add_reader(self, name: str, *, max_units: int | None = None) -> StreamReader:
+        """A bounded queue for a per-stream reader (HLS muxer, recorder, bridge).
+
+        The reader owns a task that drains it (``async for unit in reader``). It starts with the
+        sequence headers and the GOP cache; when full, units are dropped (and counted) until the
+        next keyframe. ``reader.close()`` unsubscribes it.
+        """
+        if self.closed:
+            raise StreamClosed(self.public_id)
+        reader = StreamReader(self, name, max_units or self.config.reader_queue_units)
+        start = self.start_entries()
+        prime = [e for e in (self.metadata, self.video_config, self.audio_config) if e is not None]
+        if start is not None:
+            gop = start[0]
+            prime += [e for e in gop if e not in prime]
+            reader.prime(prime, synced=True)
+        else:
+            reader.prime(prime, synced=False)
+        self._readers.append(reader)
+        return reader
+
+    def remove_reader(self, reader: StreamReader) -> None:
+        try:
+            self._readers.remove(reader)
+        except ValueError:
+            pass
+
+    @property
+    def readers(self) -> tuple[StreamReader, ...]:
+        return tuple(self._readers)
+
+    # ------------------------------------------------------------------ end
+
+    def close(self, reason: str) -> None:
+        """End the stream: flush, end every viewer cleanly, end every reader. Idempotent."""
+        if self.closed:
+            return
+        self.flush()
+        self.closed = True
+        self.close_reason = reason
+        for f in self._fanouts:
+            f.close_all(reason)
+        for r in self._readers:
+            r.end(reason)
+        self._readers.clear()
+        self.gop = None
+        self._pending = []

@@ -1,0 +1,429 @@
+"""One RTMP connection: an asyncio.Protocol around the sans-I/O ``ServerConnection``.
+
+A connection becomes a publisher (``publish`` on app ``live`` with a stream key) or a player
+(``play`` of ``live/{public_id}``). Publishers write AccessUnits into the hub's Stream; players
+are hub viewers (``rtmp.from_hub.RtmpPlayer``) with no task of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from typing import TYPE_CHECKING
+
+from media.control import ERROR, PUBLISHER_LEFT, normalize_end_reason
+from media.hub.registry import StreamAlreadyLive
+from media.hub.stream import Stream
+from media.writers.rtmp import CHUNK_SIZE, RtmpFanout
+from rtmp.codec.connection import ServerConnection
+from rtmp.codec.errors import RtmpProtocolError
+from rtmp.codec.message import (
+    STREAM_BEGIN,
+    AudioData,
+    CloseStream,
+    Connect,
+    ConnectionClosed,
+    CreateStream,
+    DataMessage,
+    DeleteStream,
+    FCPublish,
+    FCUnpublish,
+    Metadata,
+    OtherCommand,
+    Play,
+    Publish,
+    ReleaseStream,
+    VideoData,
+)
+
+from .from_hub import RtmpPlayer
+from .to_hub import unit_from_event
+
+if TYPE_CHECKING:
+    from .server import RtmpServer
+
+log = logging.getLogger(__name__)
+
+APP = "live"
+MAX_STREAMS_PER_CONNECTION = 8
+_MEDIA_EVENTS = (VideoData, AudioData, Metadata, DataMessage)
+
+
+def key_log_id(stream_key: str) -> str:
+    """A short, non-reversible id of a stream key for logs (never log the key)."""
+    return "key#" + hashlib.sha256(stream_key.encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def _strip_query(name: str) -> str:
+    return name.split("?", 1)[0].strip()
+
+
+class RtmpConnection(asyncio.Protocol):
+    def __init__(self, server: RtmpServer) -> None:
+        self.server = server
+        self.config = server.config
+        self.codec = ServerConnection(max_message_size=server.config.rtmp_max_message_size)
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.app: str | None = None
+        self.closed = False
+        self._stream_ids: set[int] = set()
+        self._next_stream_id = 1
+        self._timer: asyncio.TimerHandle | None = None
+        self._abort_timer: asyncio.TimerHandle | None = None
+        self._busy: asyncio.Task | None = None  # publish authorization or play authorization
+        self._last_data = 0.0
+        # publisher
+        self.publishing = False  # a publish was requested (authorizing or live)
+        self.stream: Stream | None = None
+        self.publish_stream_id = 0
+        self.grant = None
+        self.media_dropped = 0
+        # player
+        self.player: RtmpPlayer | None = None
+        self.play_name = ""
+
+    # ------------------------------------------------------------- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.server.connections.add(self)
+        loop = asyncio.get_running_loop()
+        self._last_data = loop.time()
+        self._timer = loop.call_later(self.config.rtmp_handshake_timeout, self._on_setup_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self._last_data = asyncio.get_running_loop().time()
+        try:
+            events = self.codec.receive_data(data)
+        except RtmpProtocolError as e:
+            self._fail(f"protocol error: {e}")
+            return
+        out = self.codec.data_to_send()
+        if out:
+            self.transport.write(out)  # type: ignore[union-attr]
+        try:
+            for ev in events:
+                if self.closed:
+                    break
+                self._handle(ev)
+        except RtmpProtocolError as e:
+            self._fail(f"protocol error: {e}")
+
+    def eof_received(self) -> bool:
+        self._on_gone()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_gone()
+        self.closed = True
+        for t in (self._timer, self._abort_timer):
+            if t is not None:
+                t.cancel()
+        self._timer = self._abort_timer = None
+        busy = self._busy
+        if busy is not None and not busy.done() and busy.get_name().startswith("rtmp-play"):
+            # A play authorization is moot now. A publish authorization runs to its end: if it
+            # opened a session, it must report that session ended.
+            busy.cancel()
+        self.server.connections.discard(self)
+
+    def pause_writing(self) -> None:  # players are bounded by the hub's buffer check
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    # ------------------------------------------------------------- events
+
+    def _handle(self, ev: object) -> None:
+        if isinstance(ev, _MEDIA_EVENTS):
+            stream = self.stream
+            if stream is None or ev.stream_id != self.publish_stream_id:  # type: ignore[attr-defined]
+                self.media_dropped += 1
+                return
+            if stream.closed:  # ended from elsewhere (registry): this publish is over
+                self._end_publish(stream.close_reason or ERROR)
+                self.abort("stream ended")
+                return
+            unit = unit_from_event(ev)
+            if unit is not None:
+                stream.write(unit)
+            return
+        codec = self.codec
+        t = self.transport
+        assert t is not None
+        if isinstance(ev, Connect):
+            app = _strip_query(ev.app).strip("/")
+            if self.app is not None:
+                self._fail("second connect")
+                return
+            if app != APP:
+                log.info("rtmp %s: connect to unknown app %r refused", self.peer, app[:64])
+                t.write(codec.reject_connect(ev.transaction_id, f"unknown application {app[:64]!r}"))
+                self.close()
+                return
+            self.app = app
+            t.write(codec.accept_connect(ev.transaction_id, chunk_size=CHUNK_SIZE))
+        elif isinstance(ev, (ReleaseStream, FCPublish)):
+            if self.app is None:
+                return self._fail("command before connect")
+            if isinstance(ev, FCPublish):
+                t.write(codec.result(ev.transaction_id, None))
+        elif isinstance(ev, CreateStream):
+            if self.app is None:
+                return self._fail("command before connect")
+            if len(self._stream_ids) >= MAX_STREAMS_PER_CONNECTION:
+                return self._fail("too many streams")
+            sid = self._next_stream_id
+            self._next_stream_id += 1
+            self._stream_ids.add(sid)
+            t.write(codec.create_stream_result(ev.transaction_id, sid))
+        elif isinstance(ev, Publish):
+            self._on_publish(ev)
+        elif isinstance(ev, Play):
+            self._on_play(ev)
+        elif isinstance(ev, (FCUnpublish,)):
+            if self.publishing:
+                self._end_publish(PUBLISHER_LEFT)
+        elif isinstance(ev, DeleteStream):
+            self._stream_ids.discard(ev.stream_id_to_delete)
+            if self.publishing and ev.stream_id_to_delete == self.publish_stream_id:
+                self._end_publish(PUBLISHER_LEFT)
+            elif self.player is not None and ev.stream_id_to_delete == self.player.stream_id:
+                self._stop_playing()
+        elif isinstance(ev, CloseStream):
+            if self.publishing and ev.stream_id == self.publish_stream_id:
+                self._end_publish(PUBLISHER_LEFT)
+            elif self.player is not None and ev.stream_id == self.player.stream_id:
+                self._stop_playing()
+        elif isinstance(ev, ConnectionClosed):
+            self._on_gone()
+        elif isinstance(ev, OtherCommand):
+            # getStreamLength, checkBandwidth, _checkbw...: answer calls that expect an answer.
+            if ev.transaction_id and ev.name in ("getStreamLength", "_checkbw", "checkBandwidth"):
+                t.write(codec.result(ev.transaction_id, None))
+
+    def _stream_command_ok(self, stream_id: int) -> bool:
+        if self.app is None:
+            self._fail("command before connect")
+            return False
+        if stream_id not in self._stream_ids:
+            self._fail(f"command on unknown stream id {stream_id}")
+            return False
+        if self.publishing or self.player is not None or self._busy is not None:
+            self._fail("second publish/play on one connection")
+            return False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        return True
+
+    # ------------------------------------------------------------- publish
+
+    def _on_publish(self, ev: Publish) -> None:
+        if not self._stream_command_ok(ev.stream_id):
+            return
+        key = _strip_query(ev.name)
+        self.publishing = True
+        self.publish_stream_id = ev.stream_id
+        self._busy = self.server.spawn(self._authorize_publish(key, ev.stream_id), name=f"rtmp-auth-{self.peer}")
+
+    def _refuse_publish(self, stream_id: int, key: str, why: str) -> None:
+        log.info("rtmp %s: publish refused for %s: %s", self.peer, key_log_id(key), why)
+        if not self.closed and self.transport is not None:
+            self.transport.write(self.codec.on_status(
+                stream_id, level="error", code="NetStream.Publish.BadName", description=why,
+            ))
+        self.publishing = False
+        self.close()
+
+    async def _authorize_publish(self, key: str, stream_id: int) -> None:
+        control = self.server.control
+        try:
+            try:
+                grant = await control.publish_authorize(stream_key=key, protocol="rtmp")
+            except control.publish_refused as e:
+                reason = getattr(e, "reason", "refused")
+                self._refuse_publish(stream_id, key, f"{reason}: {getattr(e, 'message', e)}"
+                                     if reason != "bad_key" else "bad_key: unknown stream key")
+                return
+            except Exception as e:
+                log.exception("rtmp %s: publish authorization failed", self.peer)
+                self._refuse_publish(stream_id, key, f"authorization failed ({type(e).__name__})")
+                return
+        finally:
+            self._busy = None
+        self.grant = grant
+        public_id = grant.public_id
+        if self.closed or not self.publishing:
+            # The publisher left while we were authorizing: the session opened must end.
+            log.info("rtmp %s: publisher %s left during authorization", self.peer, public_id)
+            self.server.report_end(grant.session_id, PUBLISHER_LEFT, self.codec.bytes_received, 0)
+            return
+        try:
+            self.stream = self.server.registry.start(public_id, publisher=self)
+        except StreamAlreadyLive:
+            self.server.report_end(grant.session_id, ERROR, self.codec.bytes_received, 0)
+            self._refuse_publish(stream_id, key, f"already_live: {public_id} already has a publisher")
+            return
+        log.info("rtmp %s: publishing %s (session %s)", self.peer, public_id, grant.session_id)
+        self.transport.write(self.codec.on_status(  # type: ignore[union-attr]
+            stream_id, level="status", code="NetStream.Publish.Start",
+            description=f"{public_id} is now published.",
+        ))
+        self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        timeout = self.server.idle_timeout
+        if timeout > 0 and not self.closed:
+            self._timer = asyncio.get_running_loop().call_later(timeout / 2, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._timer = None
+        if self.stream is None or self.closed:
+            return
+        idle = asyncio.get_running_loop().time() - self._last_data
+        if idle > self.server.idle_timeout:
+            log.info("rtmp %s: publisher idle for %.0f s, closing", self.peer, idle)
+            self._end_publish(ERROR)
+            self.abort("idle")
+            return
+        self._arm_idle()
+
+    def _end_publish(self, reason: str) -> None:
+        """The publish is over (left, dropped, error): close the stream, report the end once."""
+        if not self.publishing:
+            return
+        self.publishing = False
+        stream, self.stream = self.stream, None
+        if stream is None:
+            return  # still authorizing: _authorize_publish reports the end
+        grant = self.grant
+        self.server.registry.end(grant.public_id, reason, stream=stream)
+        log.info(
+            "rtmp %s: %s ended (%s), %d bytes in, peak %d viewers",
+            self.peer, grant.public_id, reason, self.codec.bytes_received, stream.peak_viewers,
+        )
+        self.server.report_end(grant.session_id, reason, self.codec.bytes_received, stream.peak_viewers)
+
+    def drop(self, reason: str) -> None:
+        """Staff action (registry's MediaControl): close this publisher now."""
+        self._end_publish(normalize_end_reason(reason))
+        self.abort("dropped")
+
+    # ------------------------------------------------------------- play
+
+    def _on_play(self, ev: Play) -> None:
+        if not self._stream_command_ok(ev.stream_id):
+            return
+        name = _strip_query(ev.name)
+        self.play_name = name
+        stream = self.server.registry.get(name)
+        if stream is None:
+            self._play_not_found(ev.stream_id, name)
+            return
+        if self.server.control.play_authorize is None:
+            self._start_playing(ev.stream_id, stream)
+        else:
+            self._busy = self.server.spawn(self._authorize_play(ev.stream_id, name), name=f"rtmp-play-{self.peer}")
+
+    async def _authorize_play(self, stream_id: int, name: str) -> None:
+        try:
+            ok = await self.server.control.play_authorize(public_id=name)  # type: ignore[misc]
+        except Exception:
+            log.exception("rtmp %s: play authorization failed", self.peer)
+            ok = False
+        finally:
+            self._busy = None
+        if self.closed:
+            return
+        stream = self.server.registry.get(name) if ok else None
+        if stream is None:
+            self._play_not_found(stream_id, name)
+        else:
+            self._start_playing(stream_id, stream)
+
+    def _play_not_found(self, stream_id: int, name: str) -> None:
+        log.info("rtmp %s: play of %r: not found", self.peer, name[:64])
+        self.transport.write(self.codec.on_status(  # type: ignore[union-attr]
+            stream_id, level="error", code="NetStream.Play.StreamNotFound",
+            description=f"{name[:64]} is not live.",
+        ))
+        self.close()
+
+    def _start_playing(self, stream_id: int, stream: Stream) -> None:
+        codec = self.codec
+        if codec.out_chunk_size != CHUNK_SIZE:
+            self._fail("out chunk size changed")
+            return
+        name = self.play_name
+        self.transport.write(  # type: ignore[union-attr]
+            codec.user_control(STREAM_BEGIN, stream_id)
+            + codec.on_status(stream_id, level="status", code="NetStream.Play.Reset",
+                              description=f"Playing and resetting {name}.")
+            + codec.on_status(stream_id, level="status", code="NetStream.Play.Start",
+                              description=f"Started playing {name}.")
+            + codec.sample_access(stream_id)
+            + codec.on_status(stream_id, level="status", code="NetStream.Data.Start",
+                              description="Started playing.")
+        )
+        player = RtmpPlayer(self, stream_id)
+        self.player = player
+        stream.fanout(RtmpFanout).add(player)
+
+    def _stop_playing(self) -> None:
+        player, self.player = self.player, None
+        if player is not None:
+            if player.fanout is not None:
+                player.fanout.remove(player)
+
+    # ------------------------------------------------------------- end
+
+    def _on_setup_timeout(self) -> None:
+        self._timer = None
+        if not (self.publishing or self.player is not None or self._busy is not None):
+            log.info("rtmp %s: no publish or play within %.0f s, closing", self.peer,
+                     self.config.rtmp_handshake_timeout)
+            self.abort("setup timeout")
+
+    def _on_gone(self) -> None:
+        """The peer closed (EOF) or the socket died."""
+        if self.publishing:
+            self._end_publish(PUBLISHER_LEFT)
+        if self.player is not None:
+            self._stop_playing()
+
+    def _fail(self, why: str) -> None:
+        log.info("rtmp %s: %s; closing the connection", self.peer, why)
+        if self.publishing:
+            self._end_publish(ERROR)
+        self.abort(why)
+
+    def close(self) -> None:
+        """Close after what is buffered is sent; abort if the peer does not read it."""
+        t = self.transport
+        if t is None or self.closed:
+            return
+        if self.player is not None:
+            self._stop_playing()
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        t.close()
+        if t.get_write_buffer_size():
+            self._abort_timer = asyncio.get_running_loop().call_later(self.config.viewer_drop_after, t.abort)
+
+    def abort(self, why: str = "") -> None:
+        t = self.transport
+        if self.player is not None:
+            self._stop_playing()
+        self.closed = True
+        if t is not None:
+            t.abort()
