@@ -44,9 +44,8 @@ class Command(BaseCommand):
 
 
 async def _start_media_plane() -> None:
-    from media.runtime import start_media_plane
-
     from live.media_api import sessions_close_orphaned
+    from media.runtime import start_media_plane
 
     await sessions_close_orphaned()
     try:
