@@ -46,6 +46,11 @@ ifeq ($(CI),true)
 	$(PY) -m tests.support.with_services -- $(PY) -m pytest -q
 endif
 
+# Figures for docs/benchmarks.md: RTMP/FLV fan-out against nginx-rtmp, then the SFU.
+bench: $(STAMP) test-tools
+	$(PY) -m bench
+	$(PY) -m bench.sfu
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 

@@ -23,7 +23,7 @@ from django.utils.html import escape
 
 from . import selectors
 from .events import room_group
-from .signaling import WEBRTC_TYPES, signal_handler_get
+from .signaling import WEBRTC_TYPES, signal_disconnect_hooks, signal_handler_get
 from .ws_auth import BEARER_SUBPROTOCOL
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,11 @@ class RoomConsumer(AsyncWebsocketConsumer):
         return None
 
     async def disconnect(self, code: int) -> None:
+        for hook in signal_disconnect_hooks():
+            try:
+                await hook(self)
+            except Exception:
+                log.exception("room socket: a disconnect hook failed")
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 

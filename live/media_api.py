@@ -17,6 +17,7 @@ from .services import PublishRefused
 
 __all__ = [
     "MediaControl",
+    "MediaControls",
     "PublishGrant",
     "PublishRefused",
     "media_control_listen",
@@ -37,16 +38,18 @@ class PublishGrant:
     recording: bool
 
 
-def _publish_start(stream_key: str, protocol: str) -> PublishGrant:
-    session = services.publish_start(stream_key=stream_key, protocol=protocol)
+def _publish_start(stream_key: str, protocol: str, expected_public_id: str | None) -> PublishGrant:
+    session = services.publish_start(stream_key=stream_key, protocol=protocol,
+                                     expected_public_id=expected_public_id)
     room = session.room
     return PublishGrant(room_id=room.pk, public_id=room.public_id, session_id=session.pk,
                         recording=room.recording)
 
 
-async def publish_authorize(*, stream_key: str, protocol: str) -> PublishGrant:
-    """Check a stream key and open the live session; raises PublishRefused."""
-    return await sync_to_async(_publish_start)(stream_key, protocol)
+async def publish_authorize(*, stream_key: str, protocol: str, expected_public_id: str | None = None) -> PublishGrant:
+    """Check a stream key and open the live session; raises PublishRefused (reason "bad_key",
+    "wrong_room" when `expected_public_id` is given and the key is another room's, "already_live")."""
+    return await sync_to_async(_publish_start)(stream_key, protocol, expected_public_id)
 
 
 async def publish_ended(*, session_id: int, reason: str, bytes_received: int, peak_viewers: int) -> None:
@@ -60,8 +63,18 @@ async def play_authorize(*, public_id: str) -> bool:
     return room is not None
 
 
-async def viewers_changed(*, public_id: str, count: int) -> None:
-    await room_event_send(public_id, "viewers", {"room_id": public_id, "count": count})
+_viewers_by_source: dict[str, dict[str, int]] = {}
+
+
+async def viewers_changed(*, public_id: str, count: int, source: str = "hub") -> None:
+    """A media node's count of one kind of viewer (hub: RTMP/FLV players; sfu: WebRTC) changed;
+    the room hears the total of this process's sources."""
+    counts = _viewers_by_source.setdefault(public_id, {})
+    counts[source] = count
+    total = sum(counts.values())
+    if not total:
+        _viewers_by_source.pop(public_id, None)
+    await room_event_send(public_id, "viewers", {"room_id": public_id, "count": total})
 
 
 async def sessions_close_orphaned() -> int:
@@ -69,6 +82,17 @@ async def sessions_close_orphaned() -> int:
 
 
 _listener: list[asyncio.Task] = []
+
+
+class MediaControls:
+    """Several media-plane parts (the RTMP hub, the SFU) behind one MediaControl."""
+
+    def __init__(self, *controls: MediaControl) -> None:
+        self.controls = controls
+
+    async def drop_publisher(self, public_id: str, reason: str) -> bool:
+        dropped = [await control.drop_publisher(public_id, reason) for control in self.controls]
+        return any(dropped)
 
 
 def media_control_register(control: MediaControl) -> asyncio.Task:

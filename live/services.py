@@ -73,11 +73,14 @@ def room_delete(*, room: Room) -> None:
 
 
 @transaction.atomic
-def publish_start(*, stream_key: str, protocol: str) -> LiveSession:
-    """Authorize a publish by stream key and open its live session."""
+def publish_start(*, stream_key: str, protocol: str, expected_public_id: str | None = None) -> LiveSession:
+    """Authorize a publish by stream key and open its live session. WHIP names the room in
+    its URL (`expected_public_id`): a key of another room is refused before anything opens."""
     room = room_get_by_stream_key(stream_key=stream_key)
     if room is None:
         raise PublishRefused("bad_key", f"unknown or rotated stream key {stream_key_log_id(stream_key)}")
+    if expected_public_id is not None and room.public_id != expected_public_id:
+        raise PublishRefused("wrong_room", f"stream key {stream_key_log_id(stream_key)} is not for this room")
     room = Room.objects.select_for_update().get(pk=room.pk)
     if room.is_live or session_get_open(room=room) is not None:
         raise PublishRefused("already_live", f"room {room.public_id} already has a publisher")

@@ -17,6 +17,8 @@ WEBRTC_TYPES = frozenset({
 })
 
 _handlers: dict[str, Handler] = {}
+# Called with the consumer when a socket closes (the SFU closes that socket's sessions).
+_disconnect_hooks: list[Callable[[Any], Awaitable[None]]] = []
 
 
 def signal_handler_register(message_type: str, handler: Handler) -> None:
@@ -25,3 +27,12 @@ def signal_handler_register(message_type: str, handler: Handler) -> None:
 
 def signal_handler_get(message_type: str) -> Handler | None:
     return _handlers.get(message_type)
+
+
+def signal_disconnect_register(hook: Callable[[Any], Awaitable[None]]) -> None:
+    if hook not in _disconnect_hooks:
+        _disconnect_hooks.append(hook)
+
+
+def signal_disconnect_hooks() -> tuple[Callable[[Any], Awaitable[None]], ...]:
+    return tuple(_disconnect_hooks)

@@ -41,6 +41,10 @@ class MediaPlane:
         """The MediaControl implementation (``await plane.drop_publisher(public_id, reason)``)."""
         return self.registry.drop_publisher
 
+    def own(self, task: asyncio.Task) -> None:
+        """A task that lives as long as the plane (cancelled by stop())."""
+        self._tasks.append(task)
+
     async def _stats_loop(self) -> None:
         while True:
             await asyncio.sleep(STATS_EVERY)

@@ -21,4 +21,5 @@ urlpatterns = [
     path("api/v1/", include("live.urls")),
     path("flv/<str:public_id>.flv", flv_redirect, name="flv-redirect"),
     path("live/<str:public_id>", watch, name="watch"),
+    path("", include("sfu.urls")),
 ]

@@ -115,8 +115,34 @@ def test_stale_session_task(room_and_key):
 
     room, key = room_and_key
     session = services.publish_start(stream_key=key, protocol="rtmp")
-    assert sessions_close_stale.delay().get() == 0
+    assert sessions_close_stale.apply().get() == 0
     Room.objects.filter(pk=room.pk).update(status=RoomStatus.IDLE)  # a node died without telling us
-    assert sessions_close_stale.delay().get() == 1
+    assert sessions_close_stale.apply().get() == 1
     session.refresh_from_db()
     assert session.end_reason == "error"
+
+
+async def test_a_key_for_another_room_is_refused_before_anything_opens(room_and_key, user):
+    _, key = room_and_key
+    other, _ = await sync_to_async(services.room_create)(owner=user, title="other")
+    with pytest.raises(media_api.PublishRefused) as refused:
+        await media_api.publish_authorize(stream_key=key, protocol="webrtc", expected_public_id=other.public_id)
+    assert refused.value.reason == "wrong_room"
+    assert not await LiveSession.objects.aexists()
+
+
+async def test_viewer_counts_of_hub_and_sfu_add_up(room_and_key):
+    from channels.layers import get_channel_layer
+
+    room, _ = room_and_key
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(f"room.{room.public_id}", channel)
+    await media_api.viewers_changed(public_id=room.public_id, count=3)
+    await media_api.viewers_changed(public_id=room.public_id, count=2, source="sfu")
+    await media_api.viewers_changed(public_id=room.public_id, count=1)
+    counts = [(await layer.receive(channel))["data"]["count"] for _ in range(3)]
+    assert counts == [3, 5, 3]
+    await media_api.viewers_changed(public_id=room.public_id, count=0)
+    await media_api.viewers_changed(public_id=room.public_id, count=0, source="sfu")
+    assert [(await layer.receive(channel))["data"]["count"] for _ in range(2)] == [2, 0]

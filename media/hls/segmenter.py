@@ -105,6 +105,12 @@ class HlsSegmenter:
         self._mux(unit)
 
     def _configure(self, unit: AccessUnit) -> None:
+        try:
+            self._configure_checked(unit)
+        except RtmpProtocolError as exc:
+            raise HlsUnsupported(f"unreadable sequence header: {exc}") from exc
+
+    def _configure_checked(self, unit: AccessUnit) -> None:
         if unit.tag_type == TAG_VIDEO:
             info = flv.parse_video(unit.payload)
             if info.codec != "h264":

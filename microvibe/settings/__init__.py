@@ -121,15 +121,18 @@ def _redis_url_from_env() -> str:
 
 
 REDIS_URL = _redis_url_from_env()
+# Several deployments (or test services) may share one Redis: keys and channels are prefixed.
+REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "microvibe")
 
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_KEY_PREFIX}:asgi"},
         }
     }
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "KEY_PREFIX": REDIS_KEY_PREFIX}}
     CELERY_BROKER_URL = REDIS_URL
     CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 else:
@@ -219,3 +222,20 @@ if not DEBUG:
     SECURE_CONTENT_TYPE_NOSNIFF = True
 
 os.makedirs(STATIC_ROOT, exist_ok=True)
+
+# WebRTC SFU (sfu/). ICE binds only RTC_LISTEN_IPS (never every interface); candidates show
+# RTC_ANNOUNCED_IP instead when set (1:1 NAT). A peer that vanishes is dropped after ~RTC_PEER_TIMEOUT s.
+INSTALLED_APPS += ["sfu"]
+RTC_ANNOUNCED_IP = env_str("RTC_ANNOUNCED_IP", "")
+RTC_LISTEN_IPS = env_list("RTC_LISTEN_IPS", [RTC_ANNOUNCED_IP] if RTC_ANNOUNCED_IP else ["127.0.0.1"])
+RTC_MIN_PORT = env_int("RTC_MIN_PORT", 0)  # 0: any port; else host candidates bind in MIN..MAX
+RTC_MAX_PORT = env_int("RTC_MAX_PORT", 0)
+RTC_PEER_TIMEOUT = env_int("RTC_PEER_TIMEOUT", 15)
+RTC_KEYFRAME_INTERVAL = env_int("RTC_KEYFRAME_INTERVAL_MS", 300) / 1000  # at most one PLI upstream per this
+RTC_VIDEO_CODECS = env_list("RTC_VIDEO_CODECS", ["VP8", "H264"])  # publisher codecs, preferred first
+RTC_AUDIO_CODECS = env_list("RTC_AUDIO_CODECS", ["opus"])
+RTC_STUN_URLS = env_list("RTC_STUN_URLS", [])  # told to clients, e.g. stun:stun.example.org:3478
+RTC_TURN_URLS = env_list("RTC_TURN_URLS", [])  # e.g. turn:turn.example.org:3478?transport=udp
+RTC_TURN_SECRET = env_str("RTC_TURN_SECRET", "")  # coturn static-auth-secret (REST API credentials)
+RTC_TURN_TTL = env_int("RTC_TURN_TTL", 86400)
+ROOM_MAX_PEERS = env_int("ROOM_MAX_PEERS", 4)

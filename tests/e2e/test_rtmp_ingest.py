@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import threading
 import time
@@ -32,15 +31,10 @@ def flv_url(service, room) -> str:
     return f"http://127.0.0.1:{service.media_http_port}/flv/{room['room']['room_id']}.flv"
 
 
-def db_rows(service, sql: str, *params) -> list[tuple]:
-    with sqlite3.connect(service.dir / "db.sqlite3", timeout=10) as db:
-        return db.execute(sql, params).fetchall()
-
-
 def session_of(service, room) -> tuple | None:
-    rows = db_rows(service, "SELECT s.ended_at, s.end_reason, s.bytes_received, r.status FROM live_livesession s "
-                            "JOIN live_room r ON r.id = s.room_id WHERE r.public_id = ? ORDER BY s.id DESC",
-                   room["room"]["room_id"])
+    rows = service.query("SELECT s.ended_at, s.end_reason, s.bytes_received, r.status FROM live_livesession s "
+                         "JOIN live_room r ON r.id = s.room_id WHERE r.public_id = %s ORDER BY s.id DESC",
+                         room["room"]["room_id"])
     return rows[0] if rows else None
 
 

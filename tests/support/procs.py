@@ -26,6 +26,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: all sockets are held open together so none is handed out twice."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def require_tool(path_or_name: str) -> str:
     """The tools tests need are installed by `make test`; a missing one is a loud failure."""
     found = shutil.which(path_or_name) or (path_or_name if os.path.exists(path_or_name) else None)
@@ -115,9 +127,7 @@ class Service:
     """`manage.py serve` as a child process on free ports; logs go to a file for failures."""
 
     def __init__(self, env: dict[str, str] | None = None, media: bool = True) -> None:
-        self.port = free_port()
-        self.rtmp_port = free_port()
-        self.media_http_port = free_port()
+        self.port, self.rtmp_port, self.media_http_port = free_ports(3)
         self.dir = Path(tempfile.mkdtemp(prefix="mv-svc-"))
         self.log_path = self.dir / "service.log"
         self.env = {
@@ -133,6 +143,7 @@ class Service:
             **(env or {}),
         }
         self.proc: subprocess.Popen | None = None
+        self._own_database = _isolate(self.env, self.dir.name.replace("-", "_").lower())
 
     def manage(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=True,
@@ -161,6 +172,20 @@ class Service:
         except urllib.error.HTTPError as error:
             return error.code, error.read()
 
+    def query(self, sql: str, *params) -> list[tuple]:
+        """Read the service's database directly (SQLite file or its PostgreSQL database);
+        write placeholders as %s."""
+        url = self.env.get("DATABASE_URL", "")
+        if url.startswith("postgres"):
+            import psycopg
+
+            with psycopg.connect(url) as conn:
+                return [tuple(row) for row in conn.execute(sql, params).fetchall()]
+        import sqlite3
+
+        with sqlite3.connect(self.dir / "db.sqlite3", timeout=10) as db:
+            return db.execute(sql.replace("%s", "?"), params).fetchall()
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -178,4 +203,29 @@ class Service:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+        if self._own_database:
+            _drop_database(*self._own_database)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _isolate(env: dict[str, str], name: str) -> tuple[str, str] | None:
+    """When the suite runs on PostgreSQL + Redis (CI), give each service process its own
+    database and Redis key prefix, so services never see each other's users or events."""
+    env["REDIS_KEY_PREFIX"] = name
+    url = env.get("DATABASE_URL", "")
+    if not url.startswith("postgres"):
+        return None
+    import psycopg
+
+    server_url = url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    env["DATABASE_URL"] = url.rsplit("/", 1)[0] + f"/{name}"
+    return server_url, name
+
+
+def _drop_database(server_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,4 +1,5 @@
-// The watch page: plays the room with mpegts.js (HTTP-FLV) or hls.js (HLS) and follows the room socket.
+// The watch page: plays the room with WebRTC (WHEP, sub-second) first, or mpegts.js (HTTP-FLV) or hls.js (HLS),
+// and follows the room socket.
 "use strict";
 (function () {
   const urls = JSON.parse(document.getElementById("play-urls").textContent);
@@ -7,6 +8,59 @@
   const state = document.getElementById("player-state");
   let player = null;
 
+  // WebRTC over WHEP: recvonly audio + video, the server answers with the publisher's codecs.
+  function webrtcPlayer() {
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    let resource = null;
+    let closed = false;
+    const stream = new MediaStream();
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.addTransceiver("audio", { direction: "recvonly" });
+    pc.ontrack = (event) => { stream.addTrack(event.track); video.srcObject = stream; video.play().catch(() => {}); };
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === "connected") state.textContent = "playing webrtc";
+      if (pc.connectionState === "failed") { window.playerErrors.push("webrtc:failed"); fallback("the WebRTC connection failed"); }
+    };
+    (async () => {
+      try {
+        const servers = await fetch("/api/v1/rtc/ice-servers").then((r) => r.json()).then((b) => b.data.iceServers).catch(() => []);
+        pc.setConfiguration({ iceServers: servers });
+        await pc.setLocalDescription(await pc.createOffer());
+        await new Promise((resolve) => {
+          if (pc.iceGatheringState === "complete") return resolve();
+          pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === "complete") resolve(); };
+          setTimeout(resolve, 1500);
+        });
+        const response = await fetch(urls.whep, { method: "POST", body: pc.localDescription.sdp, headers: { "Content-Type": "application/sdp" } });
+        if (closed) return;
+        if (response.status !== 201) {
+          let message = response.statusText;
+          try { message = (await response.json()).message; } catch (e) { /* not JSON */ }
+          throw new Error(message);
+        }
+        resource = new URL(response.headers.get("Location"), urls.whep).href;
+        await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+      } catch (error) {
+        if (!closed) { window.playerErrors.push("webrtc:" + error.message); fallback(error.message); }
+      }
+    })();
+    return {
+      destroy() {
+        closed = true;
+        if (resource) fetch(resource, { method: "DELETE" }).catch(() => {});
+        pc.close();
+        video.srcObject = null;
+      },
+    };
+  }
+
+  // WebRTC first; when the room has no WebRTC publisher (an RTMP stream) switch to HLS.
+  function fallback(reason) {
+    state.textContent = "WebRTC: " + reason + "; switching to HLS";
+    document.querySelector("input[value=hls]").checked = true;
+    play("hls");
+  }
+
   function stop() {
     if (player) { player.destroy(); player = null; }
   }
@@ -14,7 +68,11 @@
   function play(kind) {
     stop();
     window.playerErrors = [];
-    if (kind === "flv" && window.mpegts && mpegts.getFeatureList().mseLivePlayback) {
+    if (kind === "webrtc" && window.RTCPeerConnection) {
+      player = webrtcPlayer();
+      state.textContent = "connecting webrtc";
+      return;
+    } else if (kind === "flv" && window.mpegts && mpegts.getFeatureList().mseLivePlayback) {
       player = mpegts.createPlayer({ type: "flv", isLive: true, url: urls.flv }, { enableStashBuffer: false });
       player.on(mpegts.Events.ERROR, (type, detail) => { window.playerErrors.push(type + ":" + detail); state.textContent = "error: " + detail; });
       player.attachMediaElement(video);

@@ -1,0 +1,66 @@
+"""MicroVibe (`manage.py serve`, media plane on) on free ports, with one room to publish to."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+import urllib.request
+
+from tests.support.procs import Service
+
+
+def _post(url: str, body: dict, token: str | None = None) -> dict:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)["data"]
+
+
+class MicroVibe:
+    """Context manager; `root_pid` is the serve process (its whole tree is metered)."""
+
+    name = "MicroVibe"
+
+    def __init__(self, hls: bool = False) -> None:
+        env = {"HLS_ENABLED": "1" if hls else "0"}  # the HLS muxer is per-stream work nginx does only with hls on
+        self.service = Service(env, media=True)
+        self.version = "python " + sys.version.split()[0]
+        self.stream_key = ""
+        self.room_id = ""
+
+    @property
+    def publish_url(self) -> str:
+        return f"rtmp://127.0.0.1:{self.service.rtmp_port}/live/{self.stream_key}"
+
+    def play_url(self, kind: str) -> str | None:
+        if kind == "rtmp":
+            return f"rtmp://127.0.0.1:{self.service.rtmp_port}/live/{self.room_id}"
+        if kind == "flv":
+            return f"http://127.0.0.1:{self.service.media_http_port}/flv/{self.room_id}.flv"
+        return None
+
+    @property
+    def root_pid(self) -> int:
+        assert self.service.proc
+        return self.service.proc.pid
+
+    def __enter__(self) -> MicroVibe:
+        self.service.__enter__()
+        try:
+            user = {"username": "bench" + secrets.token_hex(4), "password": secrets.token_urlsafe(16)}
+            access = _post(self.service.url("/api/v1/auth/register"), user)["access"]
+            room = _post(self.service.url("/api/v1/live/create"), {"title": "bench", "push_protocol": "rtmp"}, access)
+            self.stream_key, self.room_id = room["stream_key"], room["room"]["room_id"]
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def log(self) -> str:
+        return self.service.log()[-4000:]
+
+    def __exit__(self, *exc: object) -> None:
+        self.service.__exit__(None, None, None)

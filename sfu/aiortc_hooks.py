@@ -1,0 +1,272 @@
+"""Every place the SFU reaches into aiortc/aioice internals, pinned to the versions below.
+
+aiortc decodes everything it receives; the SFU forwards encoded frames instead. The hooks:
+
+- `receiver_forward`: swap the receiver's jitter buffer for `ForwardJitterBuffer`, which hands each
+  reassembled frame to the SFU (and never to the decoder thread, which then idles) as soon as its
+  marker packet completes it, instead of one frame later as aiortc's buffer does.
+- `receiver_request_keyframe`: send a PLI upstream to the publisher (`RTCRtpReceiver._send_rtcp_pli`).
+- `sender_route_keyframe`: a subscriber's PLI/FIR ends in `RTCRtpSender._send_keyframe`, which only
+  flags an encoder that does not exist here; route it to the publisher instead.
+- `codec_capabilities`: the capability (and RTX) to give `RTCRtpTransceiver.setCodecPreferences`.
+- `ice_restrict`: aioice gathers host candidates from every interface but loopback; use only the
+  configured addresses, shorten the consent-freshness timeout, and bind in a port range.
+
+Other versions fail loudly at import time (`check_versions`) and in `tests/sfu/test_aiortc_hooks.py`.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import time
+from collections.abc import Callable
+from importlib.metadata import version
+
+import aioice.ice
+import av
+from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc.codecs import get_capabilities
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
+from aiortc.utils import uint16_add, uint16_gt
+
+PINNED = {"aiortc": "1.16.0", "aioice": "0.13.0", "av": "18.1.0"}
+
+
+class HookVersionError(RuntimeError):
+    pass
+
+
+def check_versions() -> None:
+    found = {name: version(name) for name in PINNED}
+    if found != PINNED:
+        raise HookVersionError(
+            f"sfu.aiortc_hooks is written for {PINNED}, found {found}: re-read the hook points "
+            "(docs: AIORTC_SFU.md) and update sfu/aiortc_hooks.py before changing requirements.txt"
+        )
+
+
+check_versions()
+
+# A frame the jitter buffer could not complete for this long (NACKs failed): skip it, ask for a keyframe.
+LOST_FRAME_TIMEOUT = 0.25
+
+FrameSink = Callable[[bytes, int, float, bool], None]  # data, unwrapped RTP timestamp, arrival, after_loss
+
+
+class ForwardJitterBuffer(JitterBuffer):
+    """Reassembles frames and hands them to `sink` at once; `add` always returns no frame.
+
+    Video: a frame is complete when the packets from its first one to its marker are all in.
+    Audio (Opus: one packet, one frame): every packet is a frame; late ones are dropped.
+    """
+
+    def __init__(self, sink: FrameSink, is_video: bool, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(capacity=512 if is_video else 16, is_video=is_video)
+        self.sink = sink
+        self.ssrc: int | None = None
+        self._clock = clock
+        self._synced = not is_video  # video starts after the first marker (we may join mid-frame)
+        self._gap_since: float | None = None
+        self._after_loss = False
+        self._ts_last: int | None = None
+        self._ts_base = 0
+
+    def _unwrap(self, timestamp: int) -> int:
+        if self._ts_last is not None and timestamp < self._ts_last and self._ts_last - timestamp > 1 << 31:
+            self._ts_base += 1 << 32
+        elif self._ts_last is not None and timestamp > self._ts_last and timestamp - self._ts_last > 1 << 31:
+            return self._ts_base - (1 << 32) + timestamp  # a late packet from before a wrap
+        self._ts_last = timestamp
+        return self._ts_base + timestamp
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        self.ssrc = packet.ssrc
+        now = self._clock()
+        if not self._is_video:
+            if self._origin is not None and uint16_gt(self._origin, packet.sequence_number):
+                return False, None
+            self._origin = uint16_add(packet.sequence_number, 1)
+            self.sink(packet._data, self._unwrap(packet.timestamp), now, False)  # type: ignore[attr-defined]
+            return False, None
+        if not self._synced:
+            if packet.marker:
+                self._synced = True
+                self._origin = uint16_add(packet.sequence_number, 1)
+            return False, None
+        pli, _ = super().add(packet)
+        if pli:
+            self._after_loss = True
+        while True:
+            frame = self._pop_frame(now)
+            if frame is None:
+                break
+            self.sink(frame.data, self._unwrap(frame.timestamp), now, self._after_loss)
+            self._after_loss = False
+        if self._gap_since is not None and now - self._gap_since > LOST_FRAME_TIMEOUT:
+            pli = self._skip_gap() or pli
+        return pli, None
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        return None  # frames leave through _pop_frame, called by add
+
+    def _pop_frame(self, now: float) -> JitterFrame | None:
+        packets: list[RtpPacket] = []
+        timestamp = None
+        for count in range(self._capacity):
+            packet = self._packets[(self._origin + count) % self._capacity]
+            if packet is None:
+                if count == 0 and self._gap_since is None and any(p is not None for p in self._packets):
+                    self._gap_since = now
+                return None
+            if timestamp is None:
+                timestamp = packet.timestamp
+            elif packet.timestamp != timestamp:  # the previous frame ended without a marker
+                self.remove(count)
+                self._gap_since = None
+                return JitterFrame(b"".join(p._data for p in packets), timestamp)  # type: ignore[attr-defined]
+            packets.append(packet)
+            if packet.marker:
+                self.remove(count + 1)
+                self._gap_since = None
+                return JitterFrame(b"".join(p._data for p in packets), timestamp)  # type: ignore[attr-defined]
+        return None
+
+    def _skip_gap(self) -> bool:
+        """Drop through the frame that lost packets for good; the next frames need a keyframe."""
+        for _ in range(self._capacity):
+            packet = self._packets[self._origin % self._capacity]
+            self.remove(1)
+            if packet is not None and packet.marker:
+                break
+        self._gap_since = None
+        self._after_loss = True
+        return True
+
+
+def receiver_forward(receiver: RTCRtpReceiver, sink: FrameSink) -> ForwardJitterBuffer:
+    """Make `receiver` hand encoded frames to `sink` instead of its decoder. Call before media flows."""
+    kind = receiver._RTCRtpReceiver__kind  # type: ignore[attr-defined]
+    buffer = ForwardJitterBuffer(sink, is_video=kind == "video")
+    receiver._RTCRtpReceiver__jitter_buffer = buffer  # type: ignore[attr-defined]
+    return buffer
+
+
+async def receiver_request_keyframe(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
+    await receiver._send_rtcp_pli(media_ssrc)
+
+
+def sender_route_keyframe(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
+    """A PLI or FIR from the subscriber calls `callback` (the sender itself has no encoder)."""
+    sender._send_keyframe = callback  # type: ignore[method-assign]
+
+
+def codec_capabilities(codec: RTCRtpCodecParameters) -> list[RTCRtpCodecCapability]:
+    """The capability matching a negotiated codec, plus RTX for video: for setCodecPreferences."""
+    found = []
+    for cap in get_capabilities(codec.mimeType.split("/")[0]).codecs:
+        if cap.mimeType.lower() == codec.mimeType.lower() and cap.parameters == codec.parameters:
+            found.append(cap)
+            break
+    if not found:
+        raise ValueError(f"{codec.mimeType} {codec.parameters} is not an aiortc capability")
+    found += [cap for cap in get_capabilities(codec.mimeType.split("/")[0]).codecs if cap.mimeType.endswith("/rtx")]
+    return found
+
+
+def make_packet(data: bytes, pts: int, time_base) -> av.Packet:
+    """The encoded frame as `RTCRtpSender._next_encoded_frame` wants it: it then only packetizes."""
+    packet = av.Packet(data)
+    packet.pts = pts
+    packet.time_base = time_base
+    return packet
+
+
+# --- ICE ---------------------------------------------------------------------------------------
+
+_ice = {"addresses": None, "ports": None}
+_original_get_host_addresses = aioice.ice.get_host_addresses
+_original_create_endpoint = None
+
+
+def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    addresses = _ice["addresses"]
+    if addresses is None:
+        return _original_get_host_addresses(use_ipv4, use_ipv6)
+    return [a for a in addresses if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+
+def _bind_in_range(host: str, ports: tuple[int, int]) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    low, high = ports
+    candidates = list(range(low, high + 1))
+    random.shuffle(candidates)
+    for port in candidates[:64]:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            continue
+        sock.setblocking(False)
+        return sock
+    raise OSError(f"no free UDP port in {low}-{high} on {host}")
+
+
+class _RangeLoop:
+    """Seen only by aioice.ice: binds its host sockets in the configured port range."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def __getattr__(self, name: str):
+        return getattr(self._loop, name)
+
+    async def create_datagram_endpoint(self, factory, local_addr=None, **kwargs):
+        ports = _ice["ports"]
+        if ports and local_addr and local_addr[1] == 0 and not kwargs:
+            return await self._loop.create_datagram_endpoint(factory, sock=_bind_in_range(local_addr[0], ports))
+        return await self._loop.create_datagram_endpoint(factory, local_addr=local_addr, **kwargs)
+
+
+class _AsyncioForAioice:
+    def __getattr__(self, name: str):
+        return getattr(asyncio, name)
+
+    @staticmethod
+    def get_running_loop() -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        return _RangeLoop(loop) if _ice["ports"] else loop  # type: ignore[return-value]
+
+
+def ice_restrict(addresses: list[str] | None, *, consent_interval: float | None = None,
+                 consent_failures: int | None = None, ports: tuple[int, int] | None = None) -> None:
+    """Process-wide: ICE host candidates only on `addresses` (None: aioice's own choice),
+    consent checks every `consent_interval` s (a vanished peer is closed after about
+    interval * failures), host sockets bound in `ports` (inclusive) when given."""
+    _ice["addresses"] = list(addresses) if addresses is not None else None
+    _ice["ports"] = ports
+    aioice.ice.get_host_addresses = _host_addresses
+    if ports:
+        aioice.ice.asyncio = _AsyncioForAioice()  # type: ignore[assignment]
+    else:
+        aioice.ice.asyncio = asyncio
+    if consent_interval is not None:
+        aioice.ice.CONSENT_INTERVAL = consent_interval
+    if consent_failures is not None:
+        aioice.ice.CONSENT_FAILURES = consent_failures
+
+
+@contextlib.contextmanager
+def ice_loopback_only():
+    """For tests and the bench: every ICE agent in this process uses 127.0.0.1 only."""
+    saved = dict(_ice), aioice.ice.CONSENT_INTERVAL, aioice.ice.CONSENT_FAILURES
+    ice_restrict(["127.0.0.1"])
+    try:
+        yield
+    finally:
+        _ice.update(saved[0])
+        aioice.ice.CONSENT_INTERVAL, aioice.ice.CONSENT_FAILURES = saved[1], saved[2]

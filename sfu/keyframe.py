@@ -1,0 +1,63 @@
+"""Keyframe detection on encoded frames, and the per-publisher PLI throttle."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+
+def is_keyframe(codec_name: str, data: bytes) -> bool:
+    """True for a VP8 key frame, an H.264 access unit with an IDR (or SPS), and any Opus frame."""
+    name = codec_name.lower()
+    if name == "vp8":
+        # RFC 6386 9.1: frame tag bit 0 is 0 for key frames, followed by the start code 9d 01 2a.
+        return len(data) >= 10 and not data[0] & 1 and data[3:6] == b"\x9d\x01\x2a"
+    if name == "h264":
+        start = data.find(b"\x00\x00\x01")
+        while start != -1 and start + 3 < len(data):
+            nal_type = data[start + 3] & 0x1F
+            if nal_type in (5, 7):
+                return True
+            start = data.find(b"\x00\x00\x01", start + 3)
+        return False
+    return True
+
+
+class KeyframeThrottle:
+    """Coalesces keyframe requests: at most one `send()` per `interval` seconds.
+
+    A request inside the quiet period is remembered and sent when it ends, so a burst of
+    subscribers joining (or their PLIs) costs the publisher one keyframe, not one each.
+    """
+
+    def __init__(self, send: Callable[[], None], interval: float = 0.3,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._send = send
+        self.interval = interval
+        self._clock = clock
+        self._last = -1e9
+        self._pending: asyncio.TimerHandle | None = None
+        self.sent = 0
+        self.coalesced = 0
+
+    def request(self) -> None:
+        if self._pending is not None:
+            self.coalesced += 1
+            return
+        wait = self._last + self.interval - self._clock()
+        if wait <= 0:
+            self._fire()
+        else:
+            self.coalesced += 1
+            self._pending = asyncio.get_running_loop().call_later(wait, self._fire)
+
+    def _fire(self) -> None:
+        self._pending = None
+        self._last = self._clock()
+        self.sent += 1
+        self._send()
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None

@@ -1,0 +1,269 @@
+"""The SFU's state in this process: rooms, their live publisher, viewers and call peers.
+
+A room has at most one *broadcast* publisher (WHIP, or the socket's `offer` from the owner): it
+opens the room's live session like RTMP does, and WHEP/socket viewers subscribe to it. A room also
+holds up to ROOM_MAX_PEERS *call peers* (`rtc:join`), each producing at most one audio+video
+stream and consuming the others' streams: one peer connection per direction per remote peer.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import Counter
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from live import media_api
+from live.events import room_event_send
+
+from .sdp import SfuError
+from .session import PublisherSession, Session, SubscriberSession, publisher_open, subscriber_open
+from .stats import Samples
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class CallPeer:
+    peer_id: str
+    user: str
+    channel_name: str = ""
+    producer: PublisherSession | None = None
+    consumers: dict[str, SubscriberSession] = field(default_factory=dict)  # producer peer id -> session
+
+    def describe(self) -> dict:
+        kinds = sorted(self.producer.forwarders) if self.producer else []
+        return {"peerId": self.peer_id, "user": self.user,
+                "producers": [{"producerId": self.producer.id, "kinds": kinds}] if self.producer else []}
+
+
+@dataclass(eq=False)
+class RtcRoom:
+    public_id: str
+    broadcast: PublisherSession | None = None
+    grant: media_api.PublishGrant | None = None
+    viewers: set[SubscriberSession] = field(default_factory=set)
+    peak_viewers: int = 0
+    peers: dict[str, CallPeer] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return self.broadcast is None and not self.viewers and not self.peers
+
+
+class Sfu:
+    def __init__(self) -> None:
+        self.rooms: dict[str, RtcRoom] = {}
+        self.sessions: dict[str, Session] = {}
+        self.counters: Counter[str] = Counter()
+        self.latency = Samples()
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+
+    def room(self, public_id: str) -> RtcRoom:
+        room = self.rooms.get(public_id)
+        if room is None:
+            room = self.rooms[public_id] = RtcRoom(public_id)
+        return room
+
+    def _forget_room_if_empty(self, room: RtcRoom) -> None:
+        if room.empty and self.rooms.get(room.public_id) is room:
+            del self.rooms[room.public_id]
+
+    def _opened(self, session: Session) -> None:
+        self.sessions[session.id] = session
+        self.counters[f"{session.kind}s_opened"] += 1
+
+    def _closed(self, session: Session, reason: str) -> None:
+        self.sessions.pop(session.id, None)
+        self.counters[f"{session.kind}s_closed"] += 1
+        if reason == "timeout":
+            self.counters[f"{session.kind}s_timed_out"] += 1
+
+    def stats(self) -> dict:
+        return {
+            "rooms": len(self.rooms),
+            "publishers": sum(1 for s in self.sessions.values() if s.kind == "publisher"),
+            "subscribers": sum(1 for s in self.sessions.values() if s.kind == "subscriber"),
+            "peers": sum(len(r.peers) for r in self.rooms.values()),
+            "counters": dict(self.counters),
+            "latency": self.latency.summary_ms(),
+        }
+
+    # -- broadcast: WHIP / WHEP / socket offer ----------------------------------------------------
+
+    async def broadcast_start(self, public_id: str, stream_key: str, offer: str) -> tuple[PublisherSession, str]:
+        from .sdp import codec_choose, offer_parse
+
+        parsed = offer_parse(offer, sending=True)  # refuse bad offers before opening a live session
+        for media in parsed.media:
+            codec_choose(media, settings.RTC_VIDEO_CODECS if media.kind == "video" else settings.RTC_AUDIO_CODECS)
+        if not stream_key:
+            raise SfuError(401, "no_key", "send the stream key as Authorization: Bearer <stream key>")
+        try:
+            grant = await media_api.publish_authorize(stream_key=stream_key, protocol="webrtc",
+                                                      expected_public_id=public_id)
+        except media_api.PublishRefused as refused:
+            if refused.reason == "already_live":
+                raise SfuError(409, "already_live", "this room already has a publisher") from None
+            if refused.reason == "wrong_room":
+                raise SfuError(403, "wrong_room", "this stream key belongs to another room") from None
+            raise SfuError(401, "bad_key", "unknown or rotated stream key") from None
+        room = self.room(public_id)
+        try:
+            session, answer = await publisher_open(offer, on_closed=self._broadcast_closed, latency=self.latency)
+        except SfuError:
+            await self._end_session(grant, "error", 0, 0)
+            raise
+        room.broadcast, room.grant = session, grant
+        session.room = room  # type: ignore[attr-defined]
+        self._opened(session)
+        log.info("sfu: %s publishing %s over WebRTC", public_id, session.codecs)
+        return session, answer
+
+    async def _end_session(self, grant: media_api.PublishGrant, reason: str, received: int, peak: int) -> None:
+        try:
+            await media_api.publish_ended(session_id=grant.session_id, reason=reason, bytes_received=received,
+                                          peak_viewers=peak)
+        except Exception:
+            log.exception("sfu: publish_ended failed for %s", grant.public_id)
+
+    async def _broadcast_closed(self, session: Session, reason: str) -> None:
+        self._closed(session, reason)
+        room: RtcRoom = session.room  # type: ignore[attr-defined]
+        if room.broadcast is not session:
+            return
+        grant, room.broadcast, room.grant = room.grant, None, None
+        for viewer in list(room.viewers):
+            await viewer.close("publisher_left")
+        ended = {"closed": "publisher_left", "timeout": "publisher_left"}.get(reason, reason)
+        if grant is not None:
+            await self._end_session(grant, ended, session.bytes_received, room.peak_viewers)
+        room.peak_viewers = 0
+        self._forget_room_if_empty(room)
+        log.info("sfu: %s WebRTC publisher gone (%s)", room.public_id, reason)
+
+    async def view_start(self, public_id: str, offer: str) -> tuple[SubscriberSession, str]:
+        if not await media_api.play_authorize(public_id=public_id):
+            raise SfuError(404, "room_not_found", "room not found")
+        room = self.rooms.get(public_id)
+        if room is None or room.broadcast is None or room.broadcast.closed:
+            raise SfuError(404, "not_live", "this room has no WebRTC publisher now (try HLS or FLV)")
+        session, answer = await subscriber_open(offer, room.broadcast, on_closed=self._viewer_closed)
+        session.room = room  # type: ignore[attr-defined]
+        room.viewers.add(session)
+        room.peak_viewers = max(room.peak_viewers, len(room.viewers))
+        self._opened(session)
+        await self._viewers_report(room)
+        return session, answer
+
+    async def _viewer_closed(self, session: Session, reason: str) -> None:
+        self._closed(session, reason)
+        room: RtcRoom = session.room  # type: ignore[attr-defined]
+        room.viewers.discard(session)  # type: ignore[arg-type]
+        if room.broadcast is not None:
+            await self._viewers_report(room)
+        self._forget_room_if_empty(room)
+
+    async def _viewers_report(self, room: RtcRoom) -> None:
+        try:
+            await media_api.viewers_changed(public_id=room.public_id, count=len(room.viewers), source="sfu")
+        except Exception:
+            log.exception("sfu: viewers_changed failed")
+
+    async def session_stop(self, session_id: str, kind: str) -> bool:
+        session = self.sessions.get(session_id)
+        if session is None or session.kind != kind:
+            return False
+        await session.close("closed")
+        return True
+
+    async def drop_publisher(self, public_id: str, reason: str) -> bool:
+        """MediaControl: staff ended the stream or rotated the key."""
+        room = self.rooms.get(public_id)
+        if room is None or room.broadcast is None:
+            return False
+        await room.broadcast.close(reason)
+        return True
+
+    # -- multi-party call: rtc:join / produce / consume / leave -----------------------------------
+
+    async def peer_join(self, public_id: str, user: str, channel_name: str) -> tuple[CallPeer, RtcRoom]:
+        room = self.room(public_id)
+        if len(room.peers) >= settings.ROOM_MAX_PEERS:
+            self.counters["joins_refused_full"] += 1
+            self._forget_room_if_empty(room)
+            raise SfuError(409, "room_full", f"the room is full ({settings.ROOM_MAX_PEERS} peers at most)")
+        peer = CallPeer(peer_id=secrets.token_urlsafe(8), user=user, channel_name=channel_name)
+        room.peers[peer.peer_id] = peer
+        self.counters["peers_joined"] += 1
+        await room_event_send(public_id, "rtc:peerJoined", {"peerId": peer.peer_id, "user": user})
+        return peer, room
+
+    async def peer_produce(self, room: RtcRoom, peer: CallPeer, offer: str) -> tuple[PublisherSession, str]:
+        if peer.producer is not None:
+            raise SfuError(409, "already_producing", "this peer already produces; rtc:leave and join again")
+
+        async def closed(session: Session, reason: str) -> None:
+            self._closed(session, reason)
+            if reason == "timeout":  # the producer vanished: the peer is gone
+                await self.peer_leave(room, peer, reason)
+
+        session, answer = await publisher_open(offer, on_closed=closed, latency=self.latency)
+        peer.producer = session
+        self._opened(session)
+        await room_event_send(room.public_id, "rtc:newProducer",
+                              {"peerId": peer.peer_id, "producerId": session.id, "kinds": sorted(session.forwarders)})
+        return session, answer
+
+    async def peer_consume(self, room: RtcRoom, peer: CallPeer, producer_peer_id: str,
+                           offer: str) -> tuple[SubscriberSession, str]:
+        other = room.peers.get(producer_peer_id)
+        if other is None or other.producer is None or other.producer.closed:
+            raise SfuError(404, "no_producer", "that peer is not in the room or produces nothing")
+        if producer_peer_id in peer.consumers:
+            await peer.consumers.pop(producer_peer_id).close("replaced")
+
+        async def closed(session: Session, reason: str) -> None:
+            self._closed(session, reason)
+            if peer.consumers.get(producer_peer_id) is session:
+                del peer.consumers[producer_peer_id]
+            if reason == "timeout" and peer.peer_id in room.peers:
+                await self.peer_leave(room, peer, reason)
+
+        session, answer = await subscriber_open(offer, other.producer, on_closed=closed)
+        peer.consumers[producer_peer_id] = session
+        self._opened(session)
+        return session, answer
+
+    async def peer_leave(self, room: RtcRoom, peer: CallPeer, reason: str = "left") -> None:
+        if room.peers.get(peer.peer_id) is not peer:
+            return
+        del room.peers[peer.peer_id]
+        self.counters["peers_left" if reason != "timeout" else "peers_timed_out"] += 1
+        sessions: list[Session] = [*peer.consumers.values()]
+        if peer.producer is not None:
+            sessions.append(peer.producer)
+        for other in room.peers.values():  # nobody consumes a peer that left
+            if peer.peer_id in other.consumers:
+                sessions.append(other.consumers.pop(peer.peer_id))
+        await asyncio.gather(*(s.close("peer_left") for s in sessions), return_exceptions=True)
+        await room_event_send(room.public_id, "rtc:peerLeft", {"peerId": peer.peer_id, "reason": reason})
+        self._forget_room_if_empty(room)
+
+
+_sfu: Sfu | None = None
+
+
+def sfu_get() -> Sfu:
+    global _sfu
+    if _sfu is None:
+        _sfu = Sfu()
+    return _sfu
+
+
+async def drop_publisher(public_id: str, reason: str) -> bool:
+    """The SFU's half of the media plane's MediaControl (the lead combines it with RTMP's)."""
+    return await sfu_get().drop_publisher(public_id, reason)

@@ -1,0 +1,61 @@
+"""Run inside a fresh network namespace (`unshare --net`): bring lo up, start the service, publish the
+fake camera from one Chromium's publish page and play it on a second Chromium's watch page.
+Prints one JSON line with what was seen; tests/sfu/test_browser.py runs it."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from selenium.webdriver.common.by import By
+
+from tests.support.api import create_room, register
+from tests.support.browser import WEBRTC_FLAGS, chromium
+from tests.support.procs import Service
+
+
+def wait_for(driver, script: str, timeout: float):
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.1)
+    return value
+
+
+def main() -> dict:
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    result: dict = {}
+    with Service(media=False) as service:
+        token = register(service, "browser-owner")
+        room = create_room(service, token, "browser room")
+        public_id, key = room["room"]["room_id"], room["stream_key"]
+        with chromium(WEBRTC_FLAGS) as publisher, chromium(WEBRTC_FLAGS) as viewer:
+            publisher.get(service.url(f"/live/{public_id}/publish"))
+            publisher.find_element(By.ID, "stream-key").send_keys(key)
+            publisher.find_element(By.ID, "start").click()
+            result["publish_state"] = wait_for(publisher, "return window.publishState === 'live' && 'live'", 20) \
+                or publisher.execute_script("return window.publishState")
+            result["publish_url"] = publisher.current_url
+            started = time.monotonic()
+            viewer.get(service.url(f"/live/{public_id}"))
+            size = wait_for(viewer, "const v = document.getElementById('video');"
+                            "return v.videoWidth > 0 && v.currentTime > 0 && [v.videoWidth, v.videoHeight]", 20)
+            result["first_picture_s"] = round(time.monotonic() - started, 2)
+            result["video_size"] = size
+            t0 = viewer.execute_script("return document.getElementById('video').currentTime")
+            time.sleep(2)
+            t1 = viewer.execute_script("return document.getElementById('video').currentTime")
+            result["advanced_s"] = round(t1 - t0, 2)
+            result["player_state"] = viewer.execute_script("return document.getElementById('player-state').textContent")
+            result["player_errors"] = viewer.execute_script("return window.playerErrors")
+            result["stats"] = json.loads(service.get("/api/v1/rtc/stats")[1])["data"]
+            result["service_log_tail"] = service.log()[-1500:]
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(main()), file=sys.stdout, flush=True)

@@ -1,0 +1,85 @@
+"""An aiortc client publishes over WHIP; aiortc clients watch over WHEP and decode it."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from .clients import PatternVideo, ToneAudio, http, http_async, whep_subscribe, whip_publish
+
+
+def stats(service) -> dict:
+    return json.loads(service.get("/api/v1/rtc/stats")[1])["data"]
+
+
+async def test_publish_whip_watch_whep(service, room):
+    public_id, key = room["room"]["room_id"], room["stream_key"]
+    base = service.url("")
+    publisher, resource = await whip_publish(base, public_id, key, [PatternVideo(640, 360, 30), ToneAudio()])
+    viewers = []
+    try:
+        sent = time.monotonic()
+        pc, view_resource, collectors = await whep_subscribe(base, public_id)
+        viewers.append(pc)
+        video = await asyncio.wait_for(collectors["video"], 10)
+        audio = await asyncio.wait_for(collectors["audio"], 10)
+        first = await asyncio.wait_for(video.first, 10)
+        join = first - sent
+        await asyncio.sleep(4)
+        assert {(w, h) for _, w, h in video.frames} == {(640, 360)}
+        rate = video.rate(first + 1)
+        assert rate > 24, f"decoded {rate:.1f} fps of 30"
+        assert len(audio.frames) > 100, "audio frames decoded"
+        assert join < 1.5, f"join took {join:.2f}s"
+        status, body = service.get(f"/api/v1/live/{public_id}")
+        assert json.loads(body)["data"]["status"] == "live"
+        # a second viewer joins mid-stream and gets pictures too
+        pc2, resource2, collectors2 = await whep_subscribe(base, public_id, kinds=("video",))
+        viewers.append(pc2)
+        second = await asyncio.wait_for(collectors2["video"], 10)
+        await asyncio.wait_for(second.first, 5)
+        status, _, _ = await http_async("DELETE", resource2)
+        assert status == 200
+    finally:
+        for pc in viewers:
+            await pc.close()
+        status, _, _ = await http_async("DELETE", resource)
+        await publisher.close()
+    assert status == 200
+    for _ in range(50):
+        status, body = service.get(f"/api/v1/live/{public_id}")
+        if json.loads(body)["data"]["status"] != "live":
+            break
+        await asyncio.sleep(0.1)
+    assert json.loads(body)["data"]["status"] != "live", "the live session ends with the WHIP publisher"
+
+
+def test_whip_refusals(service, room):
+    public_id, key = room["room"]["room_id"], room["stream_key"]
+    url = service.url(f"/whip/{public_id}")
+    offer = ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+             "c=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+             "a=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\na=setup:actpass\r\na=rtcp-mux\r\n"
+             "a=rtpmap:96 VP9/90000\r\n")
+    sdp = {"Content-Type": "application/sdp"}
+    status, headers, body = http("OPTIONS", url)
+    assert status == 204 and headers["Access-Control-Allow-Origin"] == "*"
+    assert "application/sdp" in headers["Accept-Post"]
+    status, headers, body = http("POST", url, b"hello", {**sdp, "Authorization": f"Bearer {key}"})
+    assert status == 400 and json.loads(body)["code"] == "bad_sdp"
+    status, _, body = http("POST", url, offer.encode(), {**sdp, "Authorization": f"Bearer {key}"})
+    assert status == 400 and json.loads(body)["code"] == "no_usable_codec", body
+    vp8 = offer.replace("VP9", "VP8")
+    status, headers, body = http("POST", url, vp8.encode(), sdp)
+    assert status == 401 and "Bearer" in headers["WWW-Authenticate"]
+    status, _, body = http("POST", url, vp8.encode(), {**sdp, "Authorization": "Bearer not-a-key"})
+    assert status == 401 and json.loads(body)["code"] == "bad_key"
+    assert key not in body.decode()
+    status, _, body = http("POST", url, vp8.encode(), {"Content-Type": "text/plain", "Authorization": f"Bearer {key}"})
+    assert status == 415
+    status, _, body = http("POST", service.url(f"/whep/{public_id}"), vp8.replace("sendonly", "recvonly").encode(), sdp)
+    assert status == 404 and json.loads(body)["code"] == "not_live"
+    status, _, _ = http("DELETE", service.url(f"/whip/{public_id}/nosuchsession"))
+    assert status == 404
+    status, _, body = http("GET", service.url("/api/v1/rtc/ice-servers"))
+    assert status == 200 and json.loads(body)["data"]["iceServers"] == []
