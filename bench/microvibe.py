@@ -25,11 +25,13 @@ class MicroVibe:
     name = "MicroVibe"
 
     def __init__(self, hls: bool = False) -> None:
-        env = {"HLS_ENABLED": "1" if hls else "0"}  # the HLS muxer is per-stream work nginx does only with hls on
+        # The HLS muxer is per-stream work nginx does only with hls on; same fragment and playlist as its config.
+        env = {"HLS_ENABLED": "1" if hls else "0", "HLS_FRAGMENT": "2", "HLS_PLAYLIST_LENGTH": "60"}
         self.service = Service(env, media=True)
         self.version = "python " + sys.version.split()[0]
         self.stream_key = ""
         self.room_id = ""
+        self._access = ""
 
     @property
     def publish_url(self) -> str:
@@ -42,6 +44,16 @@ class MicroVibe:
             return f"http://127.0.0.1:{self.service.media_http_port}/flv/{self.room_id}.flv"
         return None
 
+    def new_stream(self) -> tuple[str, str]:
+        """(publish URL, HLS playlist URL) of a new room, so nothing of an earlier stream is reused."""
+        stream_key, room_id = self._create_room()
+        return (f"rtmp://127.0.0.1:{self.service.rtmp_port}/live/{stream_key}",
+                f"http://127.0.0.1:{self.service.media_http_port}/hls/{room_id}.m3u8")
+
+    def _create_room(self) -> tuple[str, str]:
+        room = _post(self.service.url("/api/v1/live/create"), {"title": "bench", "push_protocol": "rtmp"}, self._access)
+        return room["stream_key"], room["room"]["room_id"]
+
     @property
     def root_pid(self) -> int:
         assert self.service.proc
@@ -51,9 +63,8 @@ class MicroVibe:
         self.service.__enter__()
         try:
             user = {"username": "bench" + secrets.token_hex(4), "password": secrets.token_urlsafe(16)}
-            access = _post(self.service.url("/api/v1/auth/register"), user)["access"]
-            room = _post(self.service.url("/api/v1/live/create"), {"title": "bench", "push_protocol": "rtmp"}, access)
-            self.stream_key, self.room_id = room["stream_key"], room["room"]["room_id"]
+            self._access = _post(self.service.url("/api/v1/auth/register"), user)["access"]
+            self.stream_key, self.room_id = self._create_room()
         except BaseException:
             self.__exit__()
             raise

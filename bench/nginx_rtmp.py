@@ -36,13 +36,36 @@ rtmp {{
 {hls}        }}
     }}
 }}
-"""
+{http}"""
 # Same settings as MicroVibe's defaults (HLS_FRAGMENT=2, HLS_PLAYLIST_LENGTH=60).
 HLS = """\
             hls on;
             hls_path {prefix}/hls;
             hls_fragment 2s;
             hls_playlist_length 60s;
+"""
+# The playlists and segments, served by nginx itself as the nginx-rtmp docs show (no cache on the
+# playlist); temp paths inside the prefix so nothing outside it is touched.
+HTTP = """\
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location /hls {{
+            types {{
+                application/vnd.apple.mpegurl m3u8;
+                video/mp2t ts;
+            }}
+            root {prefix};
+            add_header Cache-Control no-cache;
+        }}
+    }}
+}}
 """
 
 
@@ -75,12 +98,21 @@ class NginxRtmp:
         self.module = rtmp_module()
         self.version = nginx_version(self.binary)
         self.rtmp_port = free_port()
+        self.http_port = free_port() if hls else 0
         self.prefix = Path(tempfile.mkdtemp(prefix="mv-bench-nginx-"))
         self.proc: subprocess.Popen | None = None
+        self._streams = 0
 
     @property
     def publish_url(self) -> str:
         return f"rtmp://127.0.0.1:{self.rtmp_port}/live/{self.stream}"
+
+    def new_stream(self) -> tuple[str, str]:
+        """(publish URL, HLS playlist URL) of a stream name not used before on this server."""
+        self._streams += 1
+        name = f"hls{self._streams}"
+        return (f"rtmp://127.0.0.1:{self.rtmp_port}/live/{name}",
+                f"http://127.0.0.1:{self.http_port}/hls/{name}.m3u8")
 
     def play_url(self, kind: str) -> str | None:
         # Stock nginx-rtmp has no HTTP-FLV (that is the nginx-http-flv fork's flv_live).
@@ -94,12 +126,20 @@ class NginxRtmp:
     def __enter__(self) -> NginxRtmp:
         conf = self.prefix / "nginx.conf"
         hls = HLS.format(prefix=self.prefix) if self.hls else ""
-        conf.write_text(CONF.format(module=self.module, prefix=self.prefix, port=self.rtmp_port, hls=hls))
+        http = HTTP.format(prefix=self.prefix, port=self.http_port) if self.hls else ""
+        if self.hls:
+            # The worker drops root (to nobody): it must reach the prefix and write the HLS files.
+            self.prefix.chmod(0o755)
+            (self.prefix / "hls").mkdir(mode=0o777)
+            (self.prefix / "hls").chmod(0o777)
+        conf.write_text(CONF.format(module=self.module, prefix=self.prefix, port=self.rtmp_port, hls=hls, http=http))
         # -e: the early error log too, so nothing touches /var/log/nginx.
         cmd = [self.binary, "-p", str(self.prefix), "-c", str(conf), "-e", str(self.prefix / "error.log")]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         try:
             wait_for_port(self.rtmp_port, 10)
+            if self.http_port:
+                wait_for_port(self.http_port, 10)
         except TimeoutError:
             self.__exit__()
             raise RuntimeError("nginx did not start: " + self.log()) from None

@@ -60,8 +60,10 @@ async def publish(url: str, path: str, log_path: str, seconds: float) -> None:
         session.send(conn.send_message(CSID[tag.tag_type], MSG_TYPE[tag.tag_type], sid, 0, tag.payload))
     first = media[0].timestamp
     loop_len = media[-1].timestamp - first + 33  # one frame interval after the last tag
-    print("publishing", flush=True)
     start = time.monotonic()
+    # Wall times of the first RTMP byte (handshake C0) and of the first media tag, for startup
+    # measurements (HLS startup); the server's answer to `publish` came in between.
+    print(f"publishing first_byte={session.first_send_at:.6f} media_start={start:.6f}", flush=True)
     deadline = start + seconds
     with open(log_path, "w", buffering=1 << 16) as log:
         last_flush = start

@@ -88,20 +88,32 @@ def latest_section(results: list[dict], machine: dict, settings: dict) -> str:
     return "\n".join(parts)
 
 
-def write_doc(section: str, template: str) -> None:
-    """Replace the latest-table section between the markers; the prose around it stays."""
+def write_doc(section: str, template: str, *, start: str = START, end: str = END,
+              heading: str = "## Latest table") -> None:
+    """Replace the section between the markers `start` and `end`; the prose around it stays.
+
+    Missing markers are added under `heading` at the end of the file, or before the SFU section
+    (another harness's, between its own markers) when there is one.
+    """
     text = DOC.read_text() if DOC.exists() else template
-    if START not in text or END not in text:
-        text = text.rstrip() + f"\n\n## Latest table\n\n{START}\n{END}\n"
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    DOC.write_text(pattern.sub(lambda _: f"{START}\n{section}\n{END}", text))
+    if start not in text or end not in text:
+        block = f"{heading}\n\n{start}\n{end}\n"
+        sfu = text.find("<!-- bench:sfu:")
+        heading_at = text.rfind("\n## ", 0, sfu) if sfu >= 0 else -1
+        if heading_at >= 0:
+            text = text[: heading_at + 1] + block + "\n" + text[heading_at + 1 :]
+        else:
+            text = text.rstrip() + "\n\n" + block
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    DOC.write_text(pattern.sub(lambda _: f"{start}\n{section}\n{end}", text, count=1))
 
 
-def write_json(out_dir: Path, results: list[dict], machine: dict, settings: dict) -> Path:
+def write_json(out_dir: Path, results: list[dict] | dict, machine: dict, settings: dict, *, prefix: str = "") -> Path:
+    """`{prefix}results-{time}.json` and `{prefix}latest.json` in `out_dir`."""
     out_dir.mkdir(exist_ok=True)
     data = {"machine": machine, "settings": settings, "results": results}
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    path = out_dir / f"results-{stamp}.json"
+    path = out_dir / f"{prefix}results-{stamp}.json"
     path.write_text(json.dumps(data, indent=1))
-    (out_dir / "latest.json").write_text(json.dumps(data, indent=1))
+    (out_dir / f"{prefix}latest.json").write_text(json.dumps(data, indent=1))
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -54,9 +55,12 @@ class RtmpSession:
         self.writer: asyncio.StreamWriter
         self.stream_id = 0
         self.pending: list = []  # events that arrived with the reply we waited for
+        self.first_send_at: float | None = None  # CLOCK_MONOTONIC just before the first RTMP byte (C0)
 
     def send(self, data: bytes) -> None:
         if data:
+            if self.first_send_at is None:
+                self.first_send_at = time.monotonic()
             self.writer.write(data)
 
     async def _events(self) -> list:

@@ -1,7 +1,8 @@
 """`make bench`: each case on each server, same publisher and readers, one table.
 
-A case is a number of viewers of one kind (see CASES); to add one (HLS startup, SFU...), add a
-reader kind in readers.py (or a case runner here) and an entry in CASES.
+A case is a number of viewers of one kind (see CASES); to add one, add a reader kind in readers.py
+(or a case runner here) and an entry in CASES. `--parts` picks the fan-out cases (here) and/or the
+HLS measurements (hls.py: startup, segmenting CPU, event loop lag).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ CASES = {c.name: c for c in (
 )}  # fmt: skip
 DEFAULT_CASES = ["rtmp-1", "rtmp-10", "rtmp-50", "rtmp-100", "flv-50"]
 SERVERS = {"nginx": NginxRtmp, "microvibe": MicroVibe}
+PARTS = ("fanout", "hls")
 STARTUP = 1.0  # s for reader processes to start and connect before the warm-up counts
 
 
@@ -153,7 +155,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--readers-per-proc", type=int, default=50, help="readers per client process")
     parser.add_argument("--hls", action="store_true", help="HLS muxing on in both servers (default: off in both)")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help="comma-separated, of: fanout (the cases above), hls (HLS startup, segmenting CPU, "
+                             "event loop lag; bench/hls.py)")
+    parser.add_argument("--hls-runs", type=int, default=5, help="HLS startup: fresh streams per server")
+    parser.add_argument("--no-loop-lag", action="store_true", help="HLS: skip the in-process event loop lag probe")
     args = parser.parse_args(argv)
+    bad = [p for p in args.parts.split(",") if p not in PARTS]
+    if bad:
+        parser.error(f"unknown part(s) {', '.join(bad)}; known: {', '.join(PARTS)}")
     unknown = [c for c in args.cases.split(",") if c not in CASES]
     if unknown:
         parser.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
@@ -162,6 +172,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    parts = args.parts.split(",")
+    code = 0
+    if "fanout" in parts:
+        code |= fanout(args)
+    if "hls" in parts:
+        from . import hls
+
+        with tempfile.TemporaryDirectory(prefix="mv-bench-hls-") as tmp:
+            code |= hls.main(args, source_flv(), Path(tmp))
+    return code
+
+
+def fanout(args: argparse.Namespace) -> int:
     cases = [CASES[c] for c in args.cases.split(",")]
     servers = [args.only] if args.only else list(SERVERS)
     source = source_flv()

@@ -39,9 +39,22 @@ def drop_publisher_request(*, public_id: str, reason: str) -> None:
 
 
 async def media_control_listen(control: MediaControl) -> None:
-    """Run forever (as a task): carry drop requests from the channel layer to `control`."""
+    """Run forever (as a task): carry drop requests from the channel layer to `control`.
+    A failing channel layer (Redis restarting) is logged and the listener goes on, on the same
+    channel, so requests queued meanwhile are not lost."""
+    channel = await get_channel_layer().new_channel("media-node.")
+    while True:
+        try:
+            await _listen(control, channel)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("media control: the channel layer failed; listening again in 1 s")
+            await asyncio.sleep(1)
+
+
+async def _listen(control: MediaControl, channel: str) -> None:
     layer = get_channel_layer()
-    channel = await layer.new_channel("media-node.")
     await layer.group_add(MEDIA_CONTROL_GROUP, channel)
     loop = asyncio.get_running_loop()
     joined_at = loop.time()
@@ -56,9 +69,11 @@ async def media_control_listen(control: MediaControl) -> None:
                 joined_at = loop.time()
             if message is None or message.get("type") != DROP:
                 continue
+            log.info("media control: drop %s requested (%s)", message.get("public_id"), message.get("reason"))
             try:
                 await control.drop_publisher(str(message["public_id"]), str(message["reason"]))
             except Exception:
                 log.exception("media control: dropping %s failed", message.get("public_id"))
-    finally:
+    except asyncio.CancelledError:
         await layer.group_discard(MEDIA_CONTROL_GROUP, channel)
+        raise

@@ -128,7 +128,10 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_KEY_PREFIX}:asgi"},
+            # redis-py 8 reads with a 5 s socket timeout by default, the same as channels-redis's
+            # 5 s blocking pop: the read then races the pop and a receiver dies. Read longer.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+                       "prefix": f"{REDIS_KEY_PREFIX}:asgi"},
         }
     }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,

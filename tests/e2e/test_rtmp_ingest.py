@@ -56,14 +56,26 @@ def stop(process: subprocess.Popen) -> None:
     process.wait(10)
 
 
-def open_sockets(pid: int) -> int:
-    count = 0
-    for fd in os.listdir(f"/proc/{pid}/fd"):
+def media_connections(service) -> int:
+    """TCP connections the service holds on its RTMP and media HTTP ports (listeners excluded):
+    what a publisher or viewer would leave behind. Database and Redis sockets do not count."""
+    ports = {service.rtmp_port, service.media_http_port}
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
+                if local_port in ports and state != "0A":
+                    inodes.add(inode)
+    held = 0
+    for fd in os.listdir(f"/proc/{service.proc.pid}/fd"):
         try:
-            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+            target = os.readlink(f"/proc/{service.proc.pid}/fd/{fd}")
         except OSError:
-            pass
-    return count
+            continue
+        held += target.startswith("socket:[") and target[8:-1] in inodes
+    return held
 
 
 def rss_kib(pid: int) -> int:
@@ -143,14 +155,13 @@ def test_second_publisher_is_refused_and_the_first_keeps_going(service, room):
 
 
 def test_publisher_killed_ends_session_and_viewers_and_frees_everything(service, room):
-    pid = service.proc.pid
-    sockets_before = open_sockets(pid)
     publisher = start_publisher(service, room)
     viewers = [subprocess.Popen(["ffmpeg", "-loglevel", "error", "-i", url, "-f", "null", "-"],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                for url in (rtmp_play_url(service, room), flv_url(service, room))]
     time.sleep(3)
     assert all(viewer.poll() is None for viewer in viewers)
+    assert media_connections(service) >= 3
     publisher.send_signal(signal.SIGKILL)
     publisher.wait(5)
     # the viewers' streams end: ffmpeg exits by itself
@@ -159,7 +170,7 @@ def test_publisher_killed_ends_session_and_viewers_and_frees_everything(service,
     assert wait_until(lambda: (session_of(service, room) or (None,))[0] is not None, 10)
     ended_at, reason, bytes_received, status = session_of(service, room)
     assert reason == "publisher_left" and bytes_received > 100_000 and status == "ended"
-    assert wait_until(lambda: open_sockets(pid) <= sockets_before, 10), (open_sockets(pid), sockets_before)
+    assert wait_until(lambda: media_connections(service) == 0, 10), media_connections(service)
 
 
 def test_staff_end_live_drops_the_publisher_within_a_second(service, room, streamer_token):

@@ -21,8 +21,11 @@ def test_chromium_publishes_and_another_watches():
         if os.environ.get("CI") == "true":
             pytest.fail("the browser WebRTC test needs root for `unshare --net` (loopback-only namespace)")
         pytest.skip("needs root for `unshare --net`")
+    # The namespace has only its own loopback: the suite's PostgreSQL/Redis (CI) are out of reach,
+    # so the service inside runs on its embedded default.
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     run = subprocess.run([require_tool("unshare"), "--net", sys.executable, "-m", "tests.sfu.browser_netns"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=150)
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["publish_state"] == "live", result
