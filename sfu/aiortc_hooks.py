@@ -8,30 +8,43 @@ aiortc decodes everything it receives; the SFU forwards encoded frames instead. 
 - `receiver_request_keyframe`: send a PLI upstream to the publisher (`RTCRtpReceiver._send_rtcp_pli`).
 - `sender_route_keyframe`: a subscriber's PLI/FIR ends in `RTCRtpSender._send_keyframe`, which only
   flags an encoder that does not exist here; route it to the publisher instead.
+- `sender_forward`: replace the subscriber sender's RTP loop (`_run_rtp`, one asyncio task that awaits
+  `track.recv()` and sends packet by packet) with an `RtpOutput` the forwarder calls synchronously:
+  the frame is packetized once for all subscribers (`Packetizer`), each subscriber only builds its
+  headers, SRTP-protects and sends the frame in one `sendmsg` (sfu/udpsend.py). `_retransmit` (NACK)
+  reads the output's history; RTCP sender reports read the counters the output keeps up to date.
 - `codec_capabilities`: the capability (and RTX) to give `RTCRtpTransceiver.setCodecPreferences`.
 - `ice_restrict`: aioice gathers host candidates from every interface but loopback; use only the
   configured addresses, shorten the consent-freshness timeout, and bind in a port range.
 
-Other versions fail loudly at import time (`check_versions`) and in `tests/sfu/test_aiortc_hooks.py`.
+Other versions fail loudly at import time (`check_versions`) and in `tests/sfu/test_units.py`.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import socket
+import struct
 import time
 from collections.abc import Callable
+from fractions import Fraction
 from importlib.metadata import version
 
 import aioice.ice
 import av
 from aiortc import RTCRtpReceiver, RTCRtpSender
-from aiortc.codecs import get_capabilities
+from aiortc.clock import current_ntp_time
+from aiortc.codecs import get_capabilities, get_encoder
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
-from aiortc.rtp import RtpPacket
-from aiortc.utils import uint16_add, uint16_gt
+from aiortc.rtcrtpsender import RTP_HISTORY_SIZE, random_sequence_number
+from aiortc.rtp import HeaderExtensions, RtpPacket
+from aiortc.utils import random32, uint16_add, uint16_gt
+
+from .udpsend import send_burst
 
 PINNED = {"aiortc": "1.16.0", "aioice": "0.13.0", "av": "18.1.0"}
 
@@ -183,6 +196,162 @@ def make_packet(data: bytes, pts: int, time_base) -> av.Packet:
     packet.pts = pts
     packet.time_base = time_base
     return packet
+
+
+# --- fan-out: packetize once, send per subscriber ----------------------------------------------
+
+class Packetizer:
+    """One per published track: the payloads of each frame, shared by every subscriber's output."""
+
+    def __init__(self, codec: RTCRtpCodecParameters) -> None:
+        self._encoder = get_encoder(codec)
+        self._time_base = Fraction(1, codec.clockRate)
+
+    def pack(self, data: bytes, pts: int) -> tuple[list[bytes], int]:
+        return self._encoder.pack(make_packet(data, pts, self._time_base))
+
+
+def rtx_wrap(packet: bytes, header_length: int, payload_type: int, sequence_number: int, ssrc: int) -> bytes:
+    """`aiortc.rtp.wrap_rtx` on packet bytes: same header and extensions, RTX type, sequence number
+    and SSRC, the original sequence number before the payload (RFC 4588)."""
+    return (packet[:1] + bytes([(packet[1] & 0x80) | payload_type]) + struct.pack("!H", sequence_number)
+            + packet[4:8] + struct.pack("!L", ssrc) + packet[12:header_length] + packet[2:4]
+            + packet[header_length:])
+
+
+class RtpOutput:
+    """One subscriber's sender, minus its RTP task: `send` puts a packetized frame on the wire now.
+
+    What `RTCRtpSender._run_rtp` does per packet, done once per frame where it can be (NTP time,
+    header extensions), with the sender's own SSRC, sequence numbers, RTX history and SRTP context.
+    """
+
+    def __init__(self, sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> None:
+        self._sender = sender
+        self._dtls = sender.transport
+        self._payload_type = codec.payloadType
+        self._ssrc = sender._ssrc
+        self._sequence = random_sequence_number()
+        self._timestamp_origin = random32()
+        self._history: dict[int, tuple[bytes, int]] = {}  # seq % size -> (plain RTP packet, header length)
+        self._extensions_map = sender._RTCRtpSender__rtp_header_extensions_map  # type: ignore[attr-defined]
+        self._mid = sender._RTCRtpSender__mid  # type: ignore[attr-defined]
+        self._pair = None
+        self._socket: socket.socket | None = None
+        self.syscalls = 0
+
+    def _route(self):
+        """The nominated ICE pair's socket (a duplicate we own) and remote address, or None."""
+        connection = self._dtls.transport._connection
+        pair = connection._nominated.get(1)
+        if pair is None or pair.protocol.transport is None:
+            return None
+        if pair is not self._pair:
+            self.close()
+            fileno = pair.protocol.transport.get_extra_info("socket").fileno()
+            self._socket = socket.socket(fileno=os.dup(fileno))
+            self._socket.setblocking(False)
+            self._pair = pair
+        return pair
+
+    def send(self, payloads: list[bytes], timestamp: int) -> bool:
+        """Send one frame; False if it could not go out whole (not connected, socket buffer full)."""
+        dtls = self._dtls
+        if dtls._state != DtlsState.CONNECTED:
+            return False
+        pair = self._route()
+        if pair is None:
+            return False
+        ntp = current_ntp_time()
+        extensions = HeaderExtensions()
+        extensions.abs_send_time = (ntp >> 14) & 0x00FFFFFF
+        extensions.mid = self._mid
+        profile, value = self._extensions_map.set(extensions)
+        if value:
+            first, tail = 0x90, struct.pack("!HH", profile, len(value) >> 2) + value
+        else:
+            first, tail = 0x80, b""
+        header_length = 12 + len(tail)
+        timestamp = (self._timestamp_origin + timestamp) & 0xFFFFFFFF
+        protect = dtls._tx_srtp.protect
+        history = self._history
+        pack, ssrc, payload_type = struct.pack, self._ssrc, self._payload_type
+        sequence = self._sequence
+        last = len(payloads) - 1
+        datagrams = []
+        octets = 0
+        for index, payload in enumerate(payloads):
+            packet = pack("!BBHLL", first, payload_type | (0x80 if index == last else 0), sequence, timestamp,
+                          ssrc) + tail + payload
+            history[sequence % RTP_HISTORY_SIZE] = (packet, header_length)
+            datagrams.append(protect(packet))
+            octets += len(payload)
+            sequence = (sequence + 1) & 0xFFFF
+        self._sequence = sequence
+        transport = pair.protocol.transport
+        try:
+            if transport.get_write_buffer_size():  # asyncio holds queued datagrams: keep the order
+                for datagram in datagrams:
+                    transport.sendto(datagram, pair.remote_addr)
+            else:
+                self.syscalls += send_burst(self._socket, datagrams, pair.remote_addr)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return False
+        sender = self._sender
+        sender._RTCRtpSender__ntp_timestamp = ntp
+        sender._RTCRtpSender__rtp_timestamp = timestamp
+        sender._RTCRtpSender__octet_count += octets
+        sender._RTCRtpSender__packet_count += len(datagrams)
+        return True
+
+    async def retransmit(self, sequence_number: int) -> None:
+        """A NACKed packet again, as RTX when negotiated (`RTCRtpSender._retransmit`, from our history)."""
+        entry = self._history.get(sequence_number % RTP_HISTORY_SIZE)
+        if entry is None or struct.unpack_from("!H", entry[0], 2)[0] != sequence_number:
+            return
+        packet, header_length = entry
+        sender = self._sender
+        rtx_type = sender._RTCRtpSender__rtx_payload_type
+        if rtx_type is not None:
+            rtx_sequence = sender._RTCRtpSender__rtx_sequence_number
+            sender._RTCRtpSender__rtx_sequence_number = uint16_add(rtx_sequence, 1)
+            packet = rtx_wrap(packet, header_length, rtx_type, rtx_sequence, sender._rtx_ssrc)
+        await self._dtls._send_rtp(packet)
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+        self._socket, self._pair = None, None
+
+
+def sender_forward(sender: RTCRtpSender, attach: Callable[[RtpOutput | None], None]) -> None:
+    """Run `sender` as an `RtpOutput`: `attach(output)` once it starts (DTLS is up), `attach(None)`
+    when it stops. Its track is then never read. Call before negotiation starts the sender."""
+    state: dict[str, RtpOutput | None] = {"output": None}
+
+    async def run_rtp(codec: RTCRtpCodecParameters) -> None:
+        output = state["output"] = RtpOutput(sender, codec)
+        sender._RTCRtpSender__rtp_started.set()  # type: ignore[attr-defined]
+        attach(output)
+        try:
+            await asyncio.get_running_loop().create_future()  # until RTCRtpSender.stop cancels us
+        except asyncio.CancelledError:
+            pass
+        finally:
+            attach(None)
+            output.close()
+            state["output"] = None
+            sender._RTCRtpSender__rtp_exited.set()  # type: ignore[attr-defined]
+
+    async def retransmit(sequence_number: int) -> None:
+        output = state["output"]
+        if output is not None:
+            await output.retransmit(sequence_number)
+
+    sender._run_rtp = run_rtp  # type: ignore[method-assign]
+    sender._retransmit = retransmit  # type: ignore[method-assign]
 
 
 # --- ICE ---------------------------------------------------------------------------------------

@@ -1,38 +1,35 @@
 """Fan-out of one published track to its subscribers, without decoding.
 
-A `TrackForwarder` gets each reassembled encoded frame once (from the receiver hook), wraps it in
-one `av.Packet` and appends it to every subscriber's bounded queue: a subscriber costs one append.
-Each `SubscriberTrack` is read by its own `RTCRtpSender`, which only packetizes (`encoder.pack`),
-so sequence numbers, SSRC, RTX history and SRTP stay per subscriber, as they must.
+A `TrackForwarder` gets each reassembled encoded frame once (from the receiver hook), packetizes it
+once and hands the payloads to every subscriber's `RtpOutput` (sfu/aiortc_hooks.py), synchronously:
+each subscriber only adds its RTP headers (own SSRC, sequence numbers, RTX history), SRTP-protects
+and sends the frame in one system call. No per-subscriber queue or task: the frame leaves for all
+subscribers before the next packet from the publisher is read, and nothing waits in between.
 
-A subscriber starts at a keyframe. One that falls behind (its queue full: a stalled sender) is
-emptied and waits for the next keyframe; the publisher and the other subscribers never wait.
+A subscriber starts at a keyframe. One whose frame cannot go out whole (socket buffer full: a
+stalled path) skips to the next keyframe; the publisher and the other subscribers never wait.
+The order of subscribers rotates by one every frame, so none is always served last.
 """
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable
-from fractions import Fraction
 
-import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from .aiortc_hooks import make_packet
+from .aiortc_hooks import Packetizer, RtpOutput
 from .keyframe import is_keyframe
 from .stats import Samples
 
-VIDEO_QUEUE = 90  # frames: 3 s at 30 fps
-AUDIO_QUEUE = 50  # 1 s of 20 ms Opus frames
-
 
 class Frame:
-    __slots__ = ("packet", "keyframe", "arrived", "size")
+    __slots__ = ("payloads", "timestamp", "keyframe", "arrived", "size")
 
-    def __init__(self, packet: av.Packet, keyframe: bool, arrived: float, size: int) -> None:
-        self.packet = packet
+    def __init__(self, payloads: list[bytes], timestamp: int, keyframe: bool, arrived: float, size: int) -> None:
+        self.payloads = payloads
+        self.timestamp = timestamp
         self.keyframe = keyframe
         self.arrived = arrived
         self.size = size
@@ -46,7 +43,6 @@ class TrackForwarder:
         self.kind = kind
         self.codec = codec
         self.request_keyframe = request_keyframe
-        self.time_base = Fraction(1, codec.clockRate)
         self.subscribers: set[SubscriberTrack] = set()
         self.latency = latency if latency is not None else Samples()
         self.frames = 0
@@ -55,6 +51,8 @@ class TrackForwarder:
         self.ended = False
         self._broken = False
         self._codec_name = codec.mimeType.split("/")[1]
+        self._packetizer = Packetizer(codec)
+        self._order: tuple[SubscriberTrack, ...] = ()
 
     def on_frame(self, data: bytes, timestamp: int, arrived: float, after_loss: bool) -> None:
         self.frames += 1
@@ -68,21 +66,28 @@ class TrackForwarder:
                 self.request_keyframe()
                 return
             self._broken = False
-        if not self.subscribers:
+        order = self._order
+        if not order:
             return
-        frame = Frame(make_packet(data, timestamp, self.time_base), keyframe, arrived, len(data))
-        for subscriber in self.subscribers:
+        payloads, rtp_timestamp = self._packetizer.pack(data, timestamp)
+        frame = Frame(payloads, rtp_timestamp, keyframe, arrived, len(data))
+        first = self.frames % len(order)
+        for subscriber in order[first:]:
+            subscriber.push(frame)
+        for subscriber in order[:first]:
             subscriber.push(frame)
 
     def subscribe(self) -> SubscriberTrack:
         track = SubscriberTrack(self)
         self.subscribers.add(track)
+        self._order = tuple(self.subscribers)
         if self.kind == "video":
             self.request_keyframe()
         return track
 
     def unsubscribe(self, track: SubscriberTrack) -> None:
         self.subscribers.discard(track)
+        self._order = tuple(self.subscribers)
         track.stop()
 
     def end(self) -> None:
@@ -90,61 +95,51 @@ class TrackForwarder:
         for track in list(self.subscribers):
             track.stop()
         self.subscribers.clear()
+        self._order = ()
 
 
 class SubscriberTrack(MediaStreamTrack):
-    """What a subscriber's sender reads: encoded packets from a bounded queue."""
+    """A subscriber's end of the fan-out. aiortc needs a track for the sender; its `recv` is never
+    called (the sender runs as an `RtpOutput`, attached here once its transport is up)."""
 
     def __init__(self, source: TrackForwarder) -> None:
         super().__init__()
         self.kind = source.kind
         self.source = source
-        self._queue: deque[Frame] = deque()
-        self._max = VIDEO_QUEUE if source.kind == "video" else AUDIO_QUEUE
-        self._waiter: asyncio.Future | None = None
+        self.output: RtpOutput | None = None
         self.need_keyframe = source.kind == "video"
-        self._sending: Frame | None = None
         self.frames_sent = 0
         self.dropped = 0
 
+    def attach(self, output: RtpOutput | None) -> None:
+        self.output = output
+        if output is not None and self.kind == "video":
+            self.need_keyframe = True
+            self.source.request_keyframe()
+
     def push(self, frame: Frame) -> None:
+        output = self.output
+        if output is None or self.readyState != "live":
+            self.dropped += 1
+            return
         if self.need_keyframe:
             if not frame.keyframe:
                 self.dropped += 1
                 return
             self.need_keyframe = False
-        queue = self._queue
-        if len(queue) >= self._max:
-            self.dropped += len(queue)
-            queue.clear()
-            if self.kind == "video":
-                self.source.request_keyframe()
-                if not frame.keyframe:
-                    self.need_keyframe = True
-                    self.dropped += 1
-                    return
-        queue.append(frame)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if output.send(frame.payloads, frame.timestamp):
+            self.frames_sent += 1
+            self.source.latency.add(time.monotonic() - frame.arrived)
+            return
+        self.dropped += 1
+        if self.kind == "video":  # the frame went out partly or not at all: restart at a keyframe
+            self.need_keyframe = True
+            self.source.request_keyframe()
 
-    async def recv(self) -> av.Packet:
-        sending = self._sending
-        if sending is not None:  # the sender has sent it and comes back: that is when it left
-            self.source.latency.add(time.monotonic() - sending.arrived)
-            self._sending = None
-        while not self._queue:
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        frame = self._queue.popleft()
-        self._sending = frame
-        self.frames_sent += 1
-        return frame.packet
+    async def recv(self):
+        while self.readyState == "live":
+            await asyncio.sleep(1)
+        raise MediaStreamError
 
     def request_keyframe(self) -> None:
         """The subscriber's PLI/FIR (routed here from its sender)."""
@@ -153,7 +148,4 @@ class SubscriberTrack(MediaStreamTrack):
 
     def stop(self) -> None:
         super().stop()
-        self._queue.clear()
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self.output = None

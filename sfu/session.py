@@ -15,7 +15,13 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 from django.conf import settings
 
-from .aiortc_hooks import codec_capabilities, receiver_forward, receiver_request_keyframe, sender_route_keyframe
+from .aiortc_hooks import (
+    codec_capabilities,
+    receiver_forward,
+    receiver_request_keyframe,
+    sender_forward,
+    sender_route_keyframe,
+)
 from .forwarder import SubscriberTrack, TrackForwarder
 from .keyframe import KeyframeThrottle
 from .sdp import SfuError, codec_choose, offer_parse
@@ -231,6 +237,7 @@ async def subscriber_open(offer_text: str, source: PublisherSession, *,
             transceiver = pc.addTransceiver(track, direction="sendonly")
             transceiver.setCodecPreferences(wanted)
             sender_route_keyframe(transceiver.sender, track.request_keyframe)
+            sender_forward(transceiver.sender, track.attach)
         if not session.tracks:
             have = ", ".join(sorted(source.forwarders)) or "nothing"
             raise SfuError(400, "no_usable_media", f"the offer asks for no track this stream has ({have})")

@@ -17,10 +17,11 @@ from aiortc.rtp import RtpPacket
 
 from sfu import aiortc_hooks
 from sfu.aiortc_hooks import ForwardJitterBuffer, codec_capabilities, make_packet
-from sfu.forwarder import VIDEO_QUEUE, TrackForwarder
+from sfu.forwarder import TrackForwarder
 from sfu.ice import turn_credentials
 from sfu.keyframe import KeyframeThrottle, is_keyframe
 from sfu.sdp import SfuError, offer_parse
+from sfu.udpsend import send_burst
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
 KEY = b"\x10\x02\x00\x9d\x01\x2a" + b"\x00" * 20
@@ -36,6 +37,13 @@ def test_hooks_are_pinned_to_these_versions():
     source = inspect.getsource(RTCRtpReceiver._handle_rtp_packet)
     assert "self.__jitter_buffer.add(packet)" in source
     assert "self._send_keyframe()" in inspect.getsource(RTCRtpSender._handle_rtcp_packet)
+    # sender_forward replaces _run_rtp and _retransmit and keeps these up to date instead
+    init = inspect.getsource(RTCRtpSender.__init__)
+    for name in ("__rtp_header_extensions_map", "__mid", "__ntp_timestamp", "__rtp_timestamp", "__octet_count",
+                 "__packet_count", "__rtx_payload_type", "__rtx_sequence_number", "__rtp_started", "__rtp_exited"):
+        assert f"self.{name} " in init or f"self.{name}:" in init, name
+    assert "self._run_rtp(parameters.codecs[0])" in inspect.getsource(RTCRtpSender.send)
+    assert "self._retransmit(seq)" in inspect.getsource(RTCRtpSender._handle_rtcp_packet)
 
 
 def _rtp(seq: int, ts: int, marker: int = 0, data: bytes = b"x") -> RtpPacket:
@@ -96,21 +104,70 @@ async def test_throttle_coalesces_a_burst():
     throttle.close()
 
 
-def test_fanout_starts_at_keyframe_and_a_slow_subscriber_skips_to_the_next():
+class FakeOutput:
+    def __init__(self) -> None:
+        self.frames: list[tuple[list[bytes], int]] = []
+        self.stalled = False
+
+    def send(self, payloads: list[bytes], timestamp: int) -> bool:
+        if self.stalled:
+            return False
+        self.frames.append((payloads, timestamp))
+        return True
+
+
+def test_fanout_starts_at_keyframe_and_a_stalled_subscriber_skips_to_the_next():
     asks = []
     forwarder = TrackForwarder("video", VP8, lambda: asks.append(1))
     fast, slow = forwarder.subscribe(), forwarder.subscribe()
+    fast.attach(FakeOutput())
+    slow.attach(FakeOutput())
     forwarder.on_frame(DELTA, 0, 0.0, False)
-    assert len(fast._queue) == 0  # nothing before a keyframe
+    assert fast.output.frames == []  # nothing before a keyframe
     forwarder.on_frame(KEY, 3000, 0.0, False)
-    for i in range(VIDEO_QUEUE + 5):
+    assert len(fast.output.frames) == 1 and fast.output.frames[0][1] == 3000
+    slow.output.stalled = True
+    asks.clear()
+    for i in range(5):
         forwarder.on_frame(DELTA, 6000 + i * 3000, 0.0, False)
-        fast._queue.clear()  # the fast one keeps up
-    assert slow.need_keyframe and len(slow._queue) == 0 and slow.dropped > VIDEO_QUEUE
-    assert not fast.need_keyframe
+    assert slow.need_keyframe and slow.dropped == 1 + 5 and asks
+    slow.output.stalled = False
+    forwarder.on_frame(DELTA, 30000, 0.0, False)
+    assert len(slow.output.frames) == 1 and not fast.need_keyframe and len(fast.output.frames) == 7
     forwarder.on_frame(KEY, 10**6, 0.0, False)
-    assert len(slow._queue) == 1 and len(fast._queue) == 1 and fast._queue[0] is slow._queue[0]  # one packet
-    assert asks
+    assert slow.output.frames[-1][0] is fast.output.frames[-1][0]  # packetized once for both
+    assert len(forwarder.latency) == 8 + 2
+
+
+def test_rtx_wrap_matches_aiortc():
+    from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+    from aiortc.rtp import HeaderExtensionsMap, wrap_rtx
+
+    extensions = HeaderExtensionsMap()
+    extensions.configure(RTCRtpParameters(headerExtensions=[
+        RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid"),
+        RTCRtpHeaderExtensionParameters(id=3, uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time")]))
+    packet = RtpPacket(payload_type=96, marker=1, sequence_number=4242, timestamp=123456, ssrc=777, payload=b"xyz")
+    packet.extensions.mid, packet.extensions.abs_send_time = "0", 0x123456
+    plain = packet.serialize(extensions)
+    header_length = len(plain) - 3
+    expected = wrap_rtx(packet, payload_type=97, sequence_number=9, ssrc=888).serialize(extensions)
+    assert aiortc_hooks.rtx_wrap(plain, header_length, 97, 9, 888) == expected
+
+
+def test_send_burst_uses_one_call_per_run_of_equal_sizes():
+    import socket
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.setblocking(False)
+    burst = [b"a" * 1200, b"b" * 1200, b"c" * 300, b"d" * 1200, b"e" * 1300, b"f" * 10]
+    calls = send_burst(sender, burst, receiver.getsockname())
+    assert calls <= 4
+    receiver.settimeout(1)
+    assert [receiver.recv(2000) for _ in burst] == burst
+    sender.close()
+    receiver.close()
 
 
 def test_sender_only_packetizes_our_packets():

@@ -76,5 +76,8 @@ def _print_urls(port: int, with_media: bool) -> None:
             f"  OBS server   {settings.STREAMING_RTMP_SERVER}   (stream key: from POST /api/v1/live/create)",
             f"  Play RTMP    {settings.STREAMING_RTMP_PLAY_SERVER}/ROOM",
             f"  Play FLV     {settings.STREAMING_FLV_SERVER}/ROOM.flv",
+            f"  Play HLS     {settings.STREAMING_HLS_SERVER}/ROOM.m3u8",
+            f"  WHIP / WHEP  {settings.STREAMING_WHIP_SERVER}/ROOM  /  {settings.STREAMING_WHEP_SERVER}/ROOM",
+            f"  Watch page   http://{host}:{port}/live/ROOM   (publish from a browser: /live/ROOM/publish)",
         ]
     print("\n".join(lines), flush=True)
