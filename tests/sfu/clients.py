@@ -9,7 +9,7 @@ import time
 import urllib.request
 
 import av
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack
 
 from sfu.aiortc_hooks import ice_restrict
@@ -98,10 +98,15 @@ async def http_async(method: str, url: str, body: bytes | None = None, headers: 
     return await asyncio.get_running_loop().run_in_executor(None, http, method, url, body, headers)
 
 
-async def whip_publish(base: str, public_id: str, stream_key: str, tracks: list[MediaStreamTrack]):
+async def whip_publish(base: str, public_id: str, stream_key: str, tracks: list[MediaStreamTrack],
+                       video_codec: str | None = None):
+    """Publish over WHIP; `video_codec` ("H264", "VP8") restricts the video offer to that codec."""
     pc = peer_connection()
     for track in tracks:
-        pc.addTransceiver(track, direction="sendonly")
+        transceiver = pc.addTransceiver(track, direction="sendonly")
+        if video_codec and track.kind == "video":
+            codecs = RTCRtpSender.getCapabilities("video").codecs
+            transceiver.setCodecPreferences([c for c in codecs if c.mimeType in (f"video/{video_codec}", "video/rtx")])
     await pc.setLocalDescription(await pc.createOffer())
     status, headers, body = await http_async("POST", f"{base}/whip/{public_id}", pc.localDescription.sdp.encode(),
                                              {"Content-Type": "application/sdp",

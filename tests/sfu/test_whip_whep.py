@@ -83,3 +83,24 @@ def test_whip_refusals(service, room):
     assert status == 404
     status, _, body = http("GET", service.url("/api/v1/rtc/ice-servers"))
     assert status == 200 and json.loads(body)["data"]["iceServers"] == []
+
+
+async def test_h264_is_forwarded_to_a_whep_viewer(service, room):
+    """The subscriber's answer carries the publisher's codec: H.264 in, H.264 out, no transcode."""
+    public_id, key = room["room"]["room_id"], room["stream_key"]
+    base = service.url("")
+    publisher, resource = await whip_publish(base, public_id, key, [PatternVideo(640, 360, 30)], video_codec="H264")
+    try:
+        pc, view_resource, collectors = await whep_subscribe(base, public_id, kinds=("video",))
+        try:
+            video = await asyncio.wait_for(collectors["video"], 10)
+            first = await asyncio.wait_for(video.first, 10)
+            await asyncio.sleep(3)
+            assert "H264" in pc.remoteDescription.sdp and "VP8" not in pc.remoteDescription.sdp
+            assert {(w, h) for _, w, h in video.frames} == {(640, 360)}
+            assert video.rate(first + 1) > 20
+        finally:
+            await pc.close()
+    finally:
+        await http_async("DELETE", resource)
+        await publisher.close()
