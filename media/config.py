@@ -38,6 +38,9 @@ class MediaConfig:
     http_port: int = 8081
     # Fan-out batching tick (ms). 0 disables the timer: every write flushes at once.
     hub_tick_ms: int = 20
+    # With at most this many viewers a stream flushes every unit at once (no tick, no timer):
+    # lower latency, and cheaper than a timer wakeup per batch while the viewers are few.
+    hub_flush_now_viewers: int = 10
     # A viewer's transport write buffer above this stops writes to it until the next keyframe.
     viewer_max_buffer: int = 1 << 20
     # A viewer behind (paused and not drained) for longer than this (s) is closed.
@@ -70,6 +73,7 @@ class MediaConfig:
             rtmp_port=_int(env, "RTMP_PORT", d.rtmp_port),
             http_port=_int(env, "MEDIA_HTTP_PORT", d.http_port),
             hub_tick_ms=_int(env, "HUB_TICK_MS", d.hub_tick_ms),
+            hub_flush_now_viewers=_int(env, "HUB_FLUSH_NOW_VIEWERS", d.hub_flush_now_viewers),
             viewer_max_buffer=_int(env, "VIEWER_MAX_BUFFER", d.viewer_max_buffer),
             viewer_drop_after=_float(env, "VIEWER_DROP_AFTER", d.viewer_drop_after),
             gop_cache_max_bytes=_int(env, "GOP_CACHE_MAX_BYTES", d.gop_cache_max_bytes),

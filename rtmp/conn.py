@@ -65,6 +65,7 @@ class RtmpConnection(asyncio.Protocol):
         self.config = server.config
         self.codec = ServerConnection(max_message_size=server.config.rtmp_max_message_size)
         self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.peer = "?"
         self.app: str | None = None
         self.closed = False
@@ -91,14 +92,14 @@ class RtmpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.server.connections.add(self)
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._last_data = loop.time()
         self._timer = loop.call_later(self.config.rtmp_handshake_timeout, self._on_setup_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        self._last_data = asyncio.get_running_loop().time()
+        self._last_data = self._loop.time()  # type: ignore[union-attr]
         try:
             events = self.codec.receive_data(data)
         except RtmpProtocolError as e:

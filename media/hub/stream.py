@@ -8,6 +8,11 @@ Viewers (RTMP players, HTTP-FLV responses) have no task and no queue: entries ar
 into a batch and flushed every tick (``hub_tick_ms``) by each registered ``Fanout``, which
 writes one joined bytes object per viewer (see ``media/hub/fanout.py``). Per-stream readers
 (HLS muxer, recorder, bridges) get a bounded queue and run their own task (``reader.py``).
+
+The tick pays for itself only with many viewers: it saves writes per viewer, but costs an
+event-loop wakeup of its own per batch and adds up to a tick of latency. So a stream with at
+most ``hub_flush_now_viewers`` viewers flushes each entry at once (in the publisher's own
+wakeup), and a stream without viewers collects no batch and runs no timer at all.
 """
 
 from __future__ import annotations
@@ -91,6 +96,8 @@ class Stream:
         self._fanouts: list[Fanout] = []
         self._fanout_by_type: dict[type, Fanout] = {}
         self._readers: list[StreamReader] = []
+        self._batching = False  # any viewer (active, waiting or paused): entries go to _pending
+        self._flush_now = False  # few viewers: flush every entry at once instead of per tick
         # Counters.
         self.bytes_in = 0
         self.units_in = 0
@@ -153,8 +160,9 @@ class Stream:
                 self._pending.append(entry)
                 self.flush()
                 return
-            self._pending.append(entry)
-            self._schedule()
+            if self._batching:
+                self._pending.append(entry)
+                self._schedule()
             return
         self._gop_add(entry)
         self._append(entry)
@@ -174,11 +182,15 @@ class Stream:
     def _append(self, entry: Entry) -> None:
         for r in self._readers:
             r.offer(entry)
-        self._pending.append(entry)
-        self._schedule()
+        if self._batching:  # else nobody to send it to: a joiner starts from the GOP cache
+            self._pending.append(entry)
+            self._schedule()
 
     def _schedule(self) -> None:
         if self._flush_handle is not None:
+            return
+        if self._flush_now:
+            self.flush()
             return
         tick = self.config.hub_tick_ms
         if tick <= 0:
@@ -232,6 +244,13 @@ class Stream:
         n = self.viewer_count
         if n > self.peak_viewers:
             self.peak_viewers = n
+        self._batching = n > 0
+        self._flush_now = n <= self.config.hub_flush_now_viewers
+        if not self._batching:
+            self._pending = []  # nobody left to send it to
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+                self._flush_handle = None
 
     def start_entries(self) -> tuple[list[Entry], int] | None:
         """What a new viewer needs before the live batches: the GOP cache and its time base.

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from media.hub.fanout import ACTIVE
 from media.hub.stream import Stream, StreamClosed
 from media.hub.unit import TAG_AUDIO, TAG_VIDEO
+from media.writers.rtmp import RtmpFanout, RtmpViewer
 
-from .conftest import audio, audio_config, av_stream, cfg, metadata, video, video_config
+from .conftest import FakeTransport, audio, audio_config, av_stream, cfg, metadata, video, video_config
 
 
 def test_gop_cache_holds_units_since_last_keyframe():
@@ -84,3 +88,54 @@ def test_counters_and_close():
         s.write(video(5000, key=True))
     s.close("again")  # idempotent
     assert s.close_reason == "publisher_left"
+
+
+def _players(s: Stream, n: int) -> list[RtmpViewer]:
+    fan = s.fanout(RtmpFanout)
+    viewers = [RtmpViewer(FakeTransport(), stream_id=1) for _ in range(n)]
+    for v in viewers:
+        fan.add(v)
+    return viewers
+
+
+def test_no_viewers_no_batch_and_no_timer():
+    async def run():
+        s = Stream("r", cfg())
+        for u in av_stream(0, 1):
+            s.write(u)
+        assert s._pending == [] and s._flush_handle is None and s.flushes == 0
+        assert s.start_entries() is not None  # the GOP cache still fills for joiners
+        [v] = _players(s, 1)
+        assert v.state == ACTIVE and len(v.transport.writes) == 1  # its start
+        s.fanout(RtmpFanout).remove(v)
+        s.write(video(1000))
+        assert s._pending == [] and s._flush_handle is None
+
+    asyncio.run(run())
+
+
+def test_few_viewers_get_every_unit_at_once():
+    s = Stream("r", cfg(hub_flush_now_viewers=2))
+    s.write(video(0, key=True))
+    viewers = _players(s, 2)
+    for i, u in enumerate(av_stream(33, 1)):
+        s.write(u)
+        assert all(len(v.transport.writes) == 2 + i for v in viewers)  # start, then one write per unit
+    assert s._pending == []
+
+
+def test_many_viewers_are_batched_per_tick():
+    async def run():
+        s = Stream("r", cfg(hub_flush_now_viewers=2, hub_tick_ms=10))
+        s.write(video(0, key=True))
+        viewers = _players(s, 3)
+        for u in av_stream(33, 0.2):
+            s.write(u)
+        assert s._flush_handle is not None and all(len(v.transport.writes) == 1 for v in viewers)
+        await asyncio.sleep(0.05)
+        assert s._pending == [] and all(len(v.transport.writes) == 2 for v in viewers)  # one batch
+        s.fanout(RtmpFanout).remove(viewers[2])  # down to a few: no tick any more
+        s.write(video(300))
+        assert s._flush_handle is None and len(viewers[0].transport.writes) == 3
+
+    asyncio.run(run())
