@@ -157,9 +157,10 @@ class HlsSegmenter:
             "hls_time": f"{self.options.fragment:g}",
             "hls_list_size": str(max(1, math.ceil(self.options.playlist_length / self.options.fragment))),
             "hls_flags": "+".join(flags),
-            # Numbers start at the epoch second, so a new session never reuses a segment name
-            # that a CDN or player may still cache.
-            "hls_start_number_source": "epoch",
+            # A new session numbers from the epoch second, so it never reuses a segment name a
+            # CDN or player may still cache; a resumed one continues the playlist's own numbers
+            # (append_list), so numbers and #EXT-X-MEDIA-SEQUENCE stay one sequence.
+            "hls_start_number_source": "generic" if self.resume else "epoch",
             "hls_segment_filename": str(self.segment_dir / "seg%d.ts"),
             "hls_base_url": f"{self.public_id}/",
             "hls_delete_threshold": "1",

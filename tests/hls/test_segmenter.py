@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,7 @@ def test_reconnect_appends_with_a_discontinuity_and_consistent_numbering(tmp_pat
         first.write(unit)
     first.close()
     before = listed_segments(tmp_path / "room.m3u8")
+    time.sleep(1.1)  # the new session starts in a later second: numbering must still continue
     second = HlsSegmenter(tmp_path, "room", HlsOptions(2, 60), resume=True)
     for unit in units:
         second.write(unit)
