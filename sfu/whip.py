@@ -78,33 +78,30 @@ def _bearer(request: HttpRequest) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-@csrf_exempt
-async def whip(request: HttpRequest, public_id: str) -> HttpResponse:
+async def _offer_view(request: HttpRequest, kind: str, public_id: str, start) -> HttpResponse:
+    """WHIP and WHEP alike: POST an SDP offer, get 201 + answer + Location; `start(offer)` opens
+    the session."""
     methods = "POST, OPTIONS"
     if request.method == "OPTIONS":
         return _preflight(methods)
     if request.method != "POST":
         return _error(SfuError(405, "method_not_allowed", "POST an SDP offer"), methods)
     try:
-        offer = _offer(request)
-        session, answer = await sfu_get().broadcast_start(public_id, _bearer(request), offer)
+        session, answer = await start(_offer(request))
     except SfuError as error:
         return _error(error, methods)
-    return _created("whip", public_id, session.id, answer)
+    return _created(kind, public_id, session.id, answer)
+
+
+@csrf_exempt
+async def whip(request: HttpRequest, public_id: str) -> HttpResponse:
+    return await _offer_view(request, "whip", public_id,
+                             lambda offer: sfu_get().broadcast_start(public_id, _bearer(request), offer))
 
 
 @csrf_exempt
 async def whep(request: HttpRequest, public_id: str) -> HttpResponse:
-    methods = "POST, OPTIONS"
-    if request.method == "OPTIONS":
-        return _preflight(methods)
-    if request.method != "POST":
-        return _error(SfuError(405, "method_not_allowed", "POST an SDP offer"), methods)
-    try:
-        session, answer = await sfu_get().view_start(public_id, _offer(request))
-    except SfuError as error:
-        return _error(error, methods)
-    return _created("whep", public_id, session.id, answer)
+    return await _offer_view(request, "whep", public_id, lambda offer: sfu_get().view_start(public_id, offer))
 
 
 async def _resource(request: HttpRequest, kind: str, session_id: str) -> HttpResponse:
