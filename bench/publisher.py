@@ -13,8 +13,8 @@ import contextlib
 import sys
 import time
 
+from media.codecs.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO
 from rtmp.codec import FlvReader, amf0
-from rtmp.codec.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO
 from rtmp.codec.message import AUDIO, VIDEO
 
 from .rtmpclient import RtmpSession, frame_key, is_coded_frame

@@ -15,8 +15,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit
 
+from media.codecs.flv import TAG_VIDEO
 from rtmp.codec import FlvReader, VideoData
-from rtmp.codec.flv import TAG_VIDEO
 
 from .rtmpclient import RtmpSession, frame_key, is_coded_frame
 

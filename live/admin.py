@@ -26,12 +26,13 @@ class LiveSessionInline(admin.TabularInline):
 class RoomAdmin(admin.ModelAdmin):
     list_display = ("title", "public_id", "owner", "push_protocol", "status", "is_live_now", "recording",
                     "created_at")
-    list_filter = ("status", "push_protocol", "recording", "created_at")
+    list_filter = ("status", "push_protocol", "recording", "call_access", "created_at")
     search_fields = ("title", "public_id", "owner__username", "owner__email")
     readonly_fields = ("public_id", "status", "key_rotated_at", "created_at", "updated_at")
-    fields = ("title", "owner", "push_protocol", "recording", "public_id", "status", "key_rotated_at",
-              "created_at", "updated_at")
+    fields = ("title", "owner", "push_protocol", "recording", "call_access", "call_invitees", "public_id", "status",
+              "key_rotated_at", "created_at", "updated_at")
     autocomplete_fields = ("owner",)
+    filter_horizontal = ("call_invitees",)
     inlines = (LiveSessionInline,)
     actions = ("rotate_key", "end_live")
     list_select_related = ("owner",)

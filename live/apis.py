@@ -16,7 +16,15 @@ from . import selectors, services
 from .envelope import ok
 from .models import Room
 from .play_urls import room_push_urls
-from .serializers import RegisterInput, RoomCreateInput, RoomOutput, RoomWithKeyOutput, UserOutput
+from .serializers import (
+    RegisterInput,
+    RoomCallAccessInput,
+    RoomCreateInput,
+    RoomOutput,
+    RoomOwnerOutput,
+    RoomWithKeyOutput,
+    UserOutput,
+)
 
 
 def _envelope(name: str, data: serializers.Field) -> serializers.Serializer:
@@ -100,21 +108,36 @@ class RoomLiveListApi(APIView):
 
 
 class RoomMineApi(APIView):
-    @extend_schema(responses={200: _envelope("MyRooms", RoomOutput(many=True))})
+    @extend_schema(responses={200: _envelope("MyRooms", RoomOwnerOutput(many=True))})
     def get(self, request: Request) -> Response:
-        return ok(RoomOutput(selectors.room_list_owned(owner=request.user), many=True).data)
+        return ok(RoomOwnerOutput(selectors.room_list_owned(owner=request.user), many=True).data)
 
 
 class RoomDetailApi(APIView):
     def get_permissions(self) -> list:
         return [AllowAny()] if self.request.method == "GET" else super().get_permissions()
 
-    @extend_schema(responses={200: _envelope("Room", RoomOutput())})
+    @extend_schema(responses={200: _envelope("Room", RoomOutput())},
+                   description="The owner (with a token) also gets `call_invitees`.")
     def get(self, request: Request, public_id: str) -> Response:
         room = selectors.room_get_by_public_id(public_id=public_id)
         if room is None:
             raise NotFound("room not found")
-        return ok(RoomOutput(room).data)
+        is_owner = request.user is not None and request.user.pk == room.owner_id
+        return ok((RoomOwnerOutput if is_owner else RoomOutput)(room).data)
+
+    @extend_schema(request=RoomCallAccessInput, responses={200: _envelope("RoomCallAccess", RoomOwnerOutput())},
+                   description="Who may join the room's call. Only the owner may change it.")
+    def patch(self, request: Request, public_id: str) -> Response:
+        room = selectors.room_get_by_public_id(public_id=public_id)
+        if room is None:
+            raise NotFound("room not found")
+        if room.owner_id != request.user.pk:  # checked before the input, so usernames are not probed here
+            raise PermissionDenied("only the room's owner may change who joins its call")
+        data = RoomCallAccessInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        room = services.room_call_access_update(room=room, **data.validated_data)
+        return ok(RoomOwnerOutput(room).data)
 
     @extend_schema(responses={200: _envelope("RoomDeleted", serializers.DictField())})
     def delete(self, request: Request, public_id: str) -> Response:

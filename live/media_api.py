@@ -16,10 +16,12 @@ from .media_control import MediaControl, media_control_listen
 from .services import PublishRefused
 
 __all__ = [
+    "CallJoinRefused",
     "MediaControl",
     "MediaControls",
     "PublishGrant",
     "PublishRefused",
+    "call_join_authorize",
     "media_control_listen",
     "media_control_register",
     "play_authorize",
@@ -50,6 +52,34 @@ async def publish_authorize(*, stream_key: str, protocol: str, expected_public_i
     """Check a stream key and open the live session; raises PublishRefused (reason "bad_key",
     "wrong_room" when `expected_public_id` is given and the key is another room's, "already_live")."""
     return await sync_to_async(_publish_start)(stream_key, protocol, expected_public_id)
+
+
+class CallJoinRefused(Exception):
+    """`rtc:join` refused; `reason` is the socket error code: "login_required", "not_invited",
+    "room_not_found"."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _call_join_check(public_id: str, user) -> None:
+    if user is None or not user.is_authenticated:
+        raise CallJoinRefused("login_required", "log in to join the call")
+    room = selectors.room_get_by_public_id(public_id=public_id)
+    if room is None:
+        raise CallJoinRefused("room_not_found", "room not found")
+    if not selectors.call_join_allowed(room=room, user=user):
+        raise CallJoinRefused("not_invited", "the room's owner has not allowed you into this call")
+
+
+async def call_join_authorize(*, public_id: str, user) -> None:
+    """May this socket's user join the room's call? Called once per `rtc:join`; raises
+    CallJoinRefused. An anonymous user is refused without touching the database."""
+    if user is None or not user.is_authenticated:
+        raise CallJoinRefused("login_required", "log in to join the call")
+    await sync_to_async(_call_join_check)(public_id, user)
 
 
 async def publish_ended(*, session_id: int, reason: str, bytes_received: int, peak_viewers: int) -> None:

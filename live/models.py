@@ -30,6 +30,14 @@ class EndReason(models.TextChoices):
     ERROR = "error", "Error"
 
 
+class CallAccess(models.TextChoices):
+    """Who may join a room's call (`rtc:join` on the room socket) and so produce media in it."""
+
+    OWNER = "owner", "Only the owner"
+    INVITED = "invited", "The owner and invited users"
+    USERS = "users", "Any logged-in user"
+
+
 class Room(models.Model):
     public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
     title = models.CharField(max_length=200)
@@ -37,6 +45,10 @@ class Room(models.Model):
     push_protocol = models.CharField(max_length=10, choices=PushProtocol.choices, default=PushProtocol.RTMP)
     status = models.CharField(max_length=10, choices=RoomStatus.choices, default=RoomStatus.IDLE)
     recording = models.BooleanField(default=False)
+    # The call is never open to anonymous sockets; see live.selectors.call_join_allowed.
+    call_access = models.CharField(max_length=10, choices=CallAccess.choices, default=CallAccess.INVITED)
+    call_invitees = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="call_invitations",
+                                           help_text="Who may join the call when call access is 'invited'.")
     # SHA-256 of the stream key. The key itself is shown once (creation, rotation) and never stored.
     stream_key_hash = models.CharField(max_length=64, unique=True, editable=False)
     key_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)

@@ -1,10 +1,11 @@
 """Reads. Views, consumers and the media facade read rooms and sessions only through here."""
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
-from .models import LiveSession, Room, RoomStatus
+from .models import CallAccess, LiveSession, Room, RoomStatus
 from .stream_keys import stream_key_hash, stream_key_matches
 
 
@@ -25,8 +26,33 @@ def room_list_live() -> QuerySet[Room]:
 
 
 def room_list_owned(*, owner: AbstractBaseUser) -> QuerySet[Room]:
-    return Room.objects.filter(owner=owner).order_by("-created_at")
+    return Room.objects.filter(owner=owner).prefetch_related("call_invitees").order_by("-created_at")
 
 
 def session_get_open(*, room: Room) -> LiveSession | None:
     return room.sessions.filter(ended_at__isnull=True).order_by("-started_at").first()
+
+
+def call_join_allowed(*, room: Room, user: AbstractBaseUser | AnonymousUser | None) -> bool:
+    """May `user` join the room's call (`rtc:join`, and so produce media in it)?
+
+    Never an anonymous or inactive user. The owner always. Others by the room's `call_access`:
+    "owner" nobody else, "invited" the users in `call_invitees`, "users" any logged-in user.
+    An unknown `call_access` value admits nobody but the owner.
+    """
+    if user is None or not user.is_authenticated or not user.is_active:
+        return False
+    if user.pk == room.owner_id:
+        return True
+    if room.call_access == CallAccess.USERS:
+        return True
+    if room.call_access == CallAccess.INVITED:
+        return room.call_invitees.filter(pk=user.pk).exists()
+    return False
+
+
+def users_get_by_usernames(*, usernames: list[str]) -> tuple[list[AbstractBaseUser], list[str]]:
+    """The users with exactly these usernames (duplicates dropped) and the names nobody has."""
+    wanted = list(dict.fromkeys(usernames))
+    found = {u.get_username(): u for u in get_user_model().objects.filter(username__in=wanted)}
+    return [found[name] for name in wanted if name in found], [name for name in wanted if name not in found]

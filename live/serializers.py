@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model, password_validation
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from .models import PushProtocol, Room
+from . import selectors
+from .models import CallAccess, PushProtocol, Room
 from .play_urls import room_play_urls
+
+MAX_CALL_INVITEES = 500
 
 
 class RegisterInput(serializers.Serializer):
@@ -29,14 +33,49 @@ class UserOutput(serializers.Serializer):
     email = serializers.CharField()
 
 
+class CallInviteesField(serializers.ListField):
+    """A list of usernames in, the users out; an unknown username is a 400 naming the field."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(child=serializers.CharField(max_length=150), max_length=MAX_CALL_INVITEES, **kwargs)
+
+    def to_internal_value(self, data) -> list:
+        users, unknown = selectors.users_get_by_usernames(usernames=super().to_internal_value(data))
+        if unknown:
+            raise serializers.ValidationError(f"unknown username(s): {', '.join(unknown[:10])}")
+        return users
+
+
+_CALL_ACCESS_HELP = ("who may join the room's call: owner (only the owner), invited (the owner and "
+                     "call_invitees), users (any logged-in user)")
+
+
 class RoomCreateInput(serializers.Serializer):
     title = serializers.CharField(max_length=200)
     push_protocol = serializers.ChoiceField(choices=PushProtocol.choices, default=PushProtocol.RTMP)
     recording = serializers.BooleanField(default=False)
+    call_access = serializers.ChoiceField(choices=CallAccess.choices, default=CallAccess.INVITED,
+                                          help_text=_CALL_ACCESS_HELP)
+    call_invitees = CallInviteesField(required=False, help_text="usernames")
+
+
+class RoomCallAccessInput(serializers.Serializer):
+    """PATCH /api/v1/live/{room_id}: either or both; `call_invitees` replaces the whole list."""
+
+    call_access = serializers.ChoiceField(choices=CallAccess.choices, required=False, help_text=_CALL_ACCESS_HELP)
+    call_invitees = CallInviteesField(required=False, help_text="usernames; replaces the list")
+
+    def validate(self, attrs: dict) -> dict:
+        for name in self.initial_data:
+            if name not in self.fields:
+                raise serializers.ValidationError({name: "this field cannot be changed here"})
+        if not attrs:
+            raise serializers.ValidationError("send call_access and/or call_invitees")
+        return attrs
 
 
 class RoomOutput(serializers.ModelSerializer):
-    """What anyone may see of a room: no key, no key hash."""
+    """What anyone may see of a room: no key, no key hash, no invitee list."""
 
     room_id = serializers.CharField(source="public_id")
     owner = serializers.CharField(source="owner.username")
@@ -44,11 +83,24 @@ class RoomOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Room
-        fields = ["room_id", "title", "owner", "push_protocol", "status", "recording", "play_urls",
+        fields = ["room_id", "title", "owner", "push_protocol", "status", "recording", "call_access", "play_urls",
                   "created_at", "updated_at"]
 
     def get_play_urls(self, room: Room) -> dict[str, str]:
         return room_play_urls(room)
+
+
+class RoomOwnerOutput(RoomOutput):
+    """A room as its owner sees it: also who is invited into its call."""
+
+    call_invitees = serializers.SerializerMethodField()
+
+    class Meta(RoomOutput.Meta):
+        fields = [*RoomOutput.Meta.fields, "call_invitees"]
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_call_invitees(self, room: Room) -> list[str]:
+        return sorted(user.get_username() for user in room.call_invitees.all())
 
 
 class PushUrlsOutput(serializers.Serializer):
@@ -59,6 +111,6 @@ class PushUrlsOutput(serializers.Serializer):
 
 
 class RoomWithKeyOutput(serializers.Serializer):
-    room = RoomOutput()
+    room = RoomOwnerOutput()
     stream_key = serializers.CharField()
     push_urls = PushUrlsOutput()

@@ -3,6 +3,7 @@ the REST API, admin, Celery tasks, and the media plane (through `live.media_api`
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 from . import media_control
 from .events import room_event_send_sync
-from .models import EndReason, LiveSession, PushProtocol, Room, RoomStatus
+from .models import CallAccess, EndReason, LiveSession, PushProtocol, Room, RoomStatus
 from .selectors import room_get_by_stream_key, session_get_open
 from .stream_keys import stream_key_generate, stream_key_hash, stream_key_log_id
 
@@ -28,15 +29,40 @@ class PublishRefused(Exception):
         self.message = message
 
 
+@transaction.atomic
 def room_create(*, owner: AbstractBaseUser, title: str, push_protocol: str = PushProtocol.RTMP,
-                recording: bool = False) -> tuple[Room, str]:
+                recording: bool = False, call_access: str = CallAccess.INVITED,
+                call_invitees: Iterable[AbstractBaseUser] = ()) -> tuple[Room, str]:
     """Create a room; returns it with its stream key, the only time the key is known in clear."""
+    _call_access_check(call_access)
     stream_key = stream_key_generate()
     room = Room.objects.create(
-        owner=owner, title=title, push_protocol=push_protocol, recording=recording,
+        owner=owner, title=title, push_protocol=push_protocol, recording=recording, call_access=call_access,
         stream_key_hash=stream_key_hash(stream_key),
     )
+    invitees = list(call_invitees)
+    if invitees:
+        room.call_invitees.set(invitees)
     return room, stream_key
+
+
+@transaction.atomic
+def room_call_access_update(*, room: Room, call_access: str | None = None,
+                            call_invitees: Iterable[AbstractBaseUser] | None = None) -> Room:
+    """Set who may join the room's call (see `selectors.call_join_allowed`); `call_invitees`
+    replaces the whole list. None leaves that part as it is. Peers already in the call stay."""
+    if call_access is not None:
+        _call_access_check(call_access)
+        room.call_access = call_access
+        room.save(update_fields=["call_access", "updated_at"])
+    if call_invitees is not None:
+        room.call_invitees.set(list(call_invitees))
+    return room
+
+
+def _call_access_check(call_access: str) -> None:
+    if call_access not in CallAccess.values:
+        raise ValueError(f"call_access must be one of {', '.join(CallAccess.values)}")
 
 
 def stream_key_rotate(*, room: Room) -> str:

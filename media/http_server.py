@@ -24,8 +24,8 @@ from urllib.parse import unquote
 
 from .config import MediaConfig
 from .control import ControlPlane
+from .flv.from_hub import CHUNKED_END, FlvFanout, FlvViewer
 from .hub.registry import StreamRegistry
-from .writers.flv import CHUNKED_END, FlvFanout, FlvViewer
 
 log = logging.getLogger(__name__)
 
@@ -368,12 +368,8 @@ class MediaHttpServer:
             conn.respond(404, "not found\n", keep_alive=req.keep_alive)
             return
         public_id = m.group(1)
+        # A stream the registry holds is a live room's: playing it needs no database round trip.
         stream = self.registry.get(public_id)
-        if stream is not None and self.control is not None and self.control.play_authorize is not None:
-            if not await self.control.play_authorize(public_id=public_id):
-                stream = None
-            else:
-                stream = self.registry.get(public_id)  # it may have ended meanwhile
         if stream is None or stream.closed:
             conn.respond(404, "stream not found\n", keep_alive=req.keep_alive)
             return

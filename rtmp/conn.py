@@ -12,10 +12,10 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING
 
+from media.codecs.errors import CodecError
 from media.control import ERROR, PUBLISHER_LEFT, normalize_end_reason
 from media.hub.registry import StreamAlreadyLive
 from media.hub.stream import Stream
-from media.writers.rtmp import CHUNK_SIZE, RtmpFanout
 from rtmp.codec.connection import ServerConnection
 from rtmp.codec.errors import RtmpProtocolError
 from rtmp.codec.message import (
@@ -37,8 +37,8 @@ from rtmp.codec.message import (
     VideoData,
 )
 
-from .from_hub import RtmpPlayer
-from .to_hub import unit_from_event
+from .from_hub import CHUNK_SIZE, RtmpFanout, RtmpPlayer
+from .to_hub import RtmpToHub
 
 if TYPE_CHECKING:
     from .server import RtmpServer
@@ -73,7 +73,7 @@ class RtmpConnection(asyncio.Protocol):
         self._next_stream_id = 1
         self._timer: asyncio.TimerHandle | None = None
         self._abort_timer: asyncio.TimerHandle | None = None
-        self._busy: asyncio.Task | None = None  # publish authorization or play authorization
+        self._busy: asyncio.Task | None = None  # the publish authorization
         self._last_data = 0.0
         # publisher
         self.publishing = False  # a publish was requested (authorizing or live)
@@ -81,6 +81,7 @@ class RtmpConnection(asyncio.Protocol):
         self.publish_stream_id = 0
         self.grant = None
         self.media_dropped = 0
+        self.to_hub = RtmpToHub()
         # player
         self.player: RtmpPlayer | None = None
         self.play_name = ""
@@ -113,7 +114,7 @@ class RtmpConnection(asyncio.Protocol):
                 if self.closed:
                     break
                 self._handle(ev)
-        except RtmpProtocolError as e:
+        except (RtmpProtocolError, CodecError) as e:
             self._fail(f"protocol error: {e}")
 
     def eof_received(self) -> bool:
@@ -127,11 +128,8 @@ class RtmpConnection(asyncio.Protocol):
             if t is not None:
                 t.cancel()
         self._timer = self._abort_timer = None
-        busy = self._busy
-        if busy is not None and not busy.done() and busy.get_name().startswith("rtmp-play"):
-            # A play authorization is moot now. A publish authorization runs to its end: if it
-            # opened a session, it must report that session ended.
-            busy.cancel()
+        # A publish authorization in flight runs to its end: if it opened a session, it must
+        # report that session ended.
         self.server.connections.discard(self)
 
     def pause_writing(self) -> None:  # players are bounded by the hub's buffer check
@@ -152,7 +150,7 @@ class RtmpConnection(asyncio.Protocol):
                 self._end_publish(stream.close_reason or ERROR)
                 self.abort("stream ended")
                 return
-            unit = unit_from_event(ev)
+            unit = self.to_hub.unit(ev)
             if unit is not None:
                 stream.write(unit)
             return
@@ -268,7 +266,7 @@ class RtmpConnection(asyncio.Protocol):
             self.server.report_end(grant.session_id, PUBLISHER_LEFT, self.codec.bytes_received, 0)
             return
         try:
-            self.stream = self.server.registry.start(public_id, publisher=self)
+            self.stream = self.server.registry.start(public_id, publisher=self, protocol="rtmp")
         except StreamAlreadyLive:
             self.server.report_end(grant.session_id, ERROR, self.codec.bytes_received, 0)
             self._refuse_publish(stream_id, key, f"already_live: {public_id} already has a publisher")
@@ -325,30 +323,12 @@ class RtmpConnection(asyncio.Protocol):
             return
         name = _strip_query(ev.name)
         self.play_name = name
+        # A stream the registry holds is a live room's: playing it needs no database round trip.
         stream = self.server.registry.get(name)
-        if stream is None:
+        if stream is None or stream.closed:
             self._play_not_found(ev.stream_id, name)
-            return
-        if self.server.control.play_authorize is None:
+        else:
             self._start_playing(ev.stream_id, stream)
-        else:
-            self._busy = self.server.spawn(self._authorize_play(ev.stream_id, name), name=f"rtmp-play-{self.peer}")
-
-    async def _authorize_play(self, stream_id: int, name: str) -> None:
-        try:
-            ok = await self.server.control.play_authorize(public_id=name)  # type: ignore[misc]
-        except Exception:
-            log.exception("rtmp %s: play authorization failed", self.peer)
-            ok = False
-        finally:
-            self._busy = None
-        if self.closed:
-            return
-        stream = self.server.registry.get(name) if ok else None
-        if stream is None:
-            self._play_not_found(stream_id, name)
-        else:
-            self._start_playing(stream_id, stream)
 
     def _play_not_found(self, stream_id: int, name: str) -> None:
         log.info("rtmp %s: play of %r: not found", self.peer, name[:64])

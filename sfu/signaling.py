@@ -6,8 +6,13 @@ Broadcast (the sources' simple mode), server always answers:
   -> {"type": "answer", "data": {"sdp", "session_id"}}
   {"type": "candidate", "data"?: {"session_id", "candidate", "sdpMid"}}  trickled candidate
 Multi-party call (mediasoup-style names; a "transport" is one peer connection per direction):
-  {"type": "rtc:join", "displayName"?}      -> rtc:joined {peerId, peers, iceServers, maxPeers}
-                                               or error room_full; others get rtc:peerJoined
+  {"type": "rtc:join"}                     -> rtc:joined {peerId, peers, iceServers, maxPeers}
+                                               or error login_required / not_invited / room_full;
+                                               others get rtc:peerJoined {peerId, user}
+    Joining (and so producing) needs a logged-in user the room allows (the owner; others by the
+    room's `call_access`: owner / invited / users, see live.selectors.call_join_allowed), checked
+    once per join through live.media_api.call_join_authorize. A peer's `user` is always its
+    account's username: a client's "displayName" is ignored, so nobody can appear as someone else.
   {"type": "rtc:produce", "sdp"}           -> rtc:produced {sdp, producerId}; room gets rtc:newProducer
   {"type": "rtc:consume", "peerId", "sdp"} -> rtc:consumed {sdp, consumerId, peerId}
   {"type": "rtc:leave"}                    -> rtc:left; room gets rtc:peerLeft (also when a peer's
@@ -20,6 +25,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from live import media_api
 from live.signaling import signal_disconnect_register, signal_handler_register
 
 from .ice import ice_servers
@@ -66,9 +72,16 @@ async def _socket_closed(consumer) -> None:
             await session.close("closed")
 
 
-def _user(consumer) -> str:
+async def _call_user(consumer) -> str:
+    """The username of the socket's user if the room lets it join the call; raises SfuError
+    login_required / not_invited otherwise (one control-plane look-up per join)."""
     user = consumer.scope.get("user")
-    return user.username if user is not None and user.is_authenticated else "guest"
+    try:
+        await media_api.call_join_authorize(public_id=consumer.room_id, user=user)
+    except media_api.CallJoinRefused as refused:
+        status = {"login_required": 401, "not_invited": 403, "room_not_found": 404}.get(refused.reason, 403)
+        raise SfuError(status, refused.reason, refused.message) from None
+    return user.get_username()
 
 
 def handles_errors(handler):
@@ -121,15 +134,14 @@ async def on_join(consumer, message: dict) -> dict:
     state = _state(consumer)
     if state["peer"] is not None:
         return _error(message, "already_joined", "this socket has already joined the call")
-    name = _field(message, "displayName")
-    user = str(name)[:40] if isinstance(name, str) and name.strip() else _user(consumer)
-    peer, room = await sfu_get().peer_join(consumer.room_id, user, consumer.channel_name)
+    username = await _call_user(consumer)  # "displayName" is ignored: the name is the username
+    peer, room = await sfu_get().peer_join(consumer.room_id, username, consumer.channel_name)
     state["peer"], state["room"] = peer, room
     from django.conf import settings
 
     others = [p.describe() for p in room.peers.values() if p is not peer]
     return _reply(message, "rtc:joined", {"peerId": peer.peer_id, "peers": others,
-                                          "iceServers": ice_servers(_user(consumer)),
+                                          "iceServers": ice_servers(username),
                                           "maxPeers": settings.ROOM_MAX_PEERS})
 
 

@@ -1,15 +1,18 @@
 """Enhanced RTMP (the FourCC video headers OBS 30+ sends for HEVC and AV1) passes through the
-hub untouched to RTMP and HTTP-FLV viewers, with the keyframe flag driving the GOP cache.
+hub to RTMP and HTTP-FLV viewers, with the keyframe flag driving the GOP cache.
 
-ffmpeg 5.1 (Debian 12) cannot push or read Enhanced RTMP, so the tags are built here and the
-viewers' bytes are compared with what was sent."""
+ffmpeg 5.1 (Debian 12) cannot push or read Enhanced RTMP, so the tags are built here and what
+the viewers get is compared with what was sent: the same codec, frames and keyframe flags, each
+frame's bytes untouched. The tag header is written canonically (HEVC coded frames always carry
+their composition time, AV1's never do), so a CodedFramesX tag comes back as CodedFrames."""
 from __future__ import annotations
 
 import asyncio
 
 import pytest
 
-from rtmp.codec.flv import FlvReader
+from media.codecs.flv import FlvReader
+from media.codecs.flv_units import FlvUnits
 from rtmp.codec.message import CSID_VIDEO, VIDEO, VideoData
 from tests.media.fakes import RtmpTestClient
 from tests.test_rtmp_server import plane_and_control, wait_for  # noqa: F401  (fixture)
@@ -38,6 +41,13 @@ def hevc_stream(fourcc: bytes, seconds: int = 3) -> list[tuple[int, bytes, bool]
     return units
 
 
+def frames(bodies: list[bytes]) -> list[tuple[str, bool, bool, bytes]]:
+    """(codec, keyframe, config, frame bytes) of each tag body, whatever its packet type."""
+    mapping = FlvUnits()
+    units = [mapping.video(body, 0) for body in bodies]
+    return [(u.codec, u.keyframe, u.config, u.payload) for u in units if u is not None]
+
+
 @pytest.mark.parametrize("fourcc", [b"hvc1", b"av01"])
 async def test_enhanced_video_reaches_rtmp_and_flv_viewers_byte_for_byte(plane_and_control, fourcc):  # noqa: F811
     plane, _ = plane_and_control
@@ -58,12 +68,13 @@ async def test_enhanced_video_reaches_rtmp_and_flv_viewers_byte_for_byte(plane_a
 
     publisher.send(b"".join(conn.send_message(CSID_VIDEO, VIDEO, sid, ts, body) for ts, body, _ in units[45:]))
     last = units[-1][1]
-    await player.until(lambda e: isinstance(e, VideoData) and e.payload == last)
+    await player.until(lambda e: isinstance(e, VideoData) and frames([e.payload]) == frames([last]))
     got = [e.payload for e in player.events if isinstance(e, VideoData)]
     # the late joiner gets the sequence header, then the last keyframe's GOP, then live frames
     assert got[0] == units[0][1]
     keyframe_index = max(i for i, (_, _, key) in enumerate(units[:45]) if key)
-    assert got[1:] == [body for _, body, _ in units[keyframe_index:]]
+    assert frames(got[1:]) == frames([body for _, body, _ in units[keyframe_index:]])
+    assert {codec for codec, *_ in frames(got)} == {"hevc" if fourcc == b"hvc1" else "av1"}
 
     publisher.close()
     raw = await asyncio.wait_for(reader.read(), 5)
@@ -75,4 +86,4 @@ async def test_enhanced_video_reaches_rtmp_and_flv_viewers_byte_for_byte(plane_a
         size = int(size_line, 16)
         flv_bytes, body = flv_bytes + body[:size], body[size + 2:]
     tags = [tag.payload for tag in FlvReader().feed(flv_bytes) if tag.tag_type == VIDEO]
-    assert tags[0] == units[0][1] and tags[-1] == last
+    assert tags[0] == units[0][1] and frames(tags[-1:]) == frames([last])

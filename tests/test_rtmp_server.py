@@ -13,11 +13,11 @@ import signal
 
 import pytest
 
+from media.codecs.flv import FlvReader
 from media.config import MediaConfig
 from media.runtime import MediaPlane, start_media_plane
-from rtmp.codec.flv import FlvReader
 from rtmp.codec.message import AUDIO, CSID_AUDIO, CSID_VIDEO, STREAM_EOF, VIDEO, AudioData, UserControl, VideoData
-from tests.media.conftest import AAC_HEADER, AVC_HEADER, av_stream
+from tests.media.conftest import AAC_HEADER, AVC_HEADER, av_stream, flv_body, tag_type
 from tests.media.fakes import FakeControl, RtmpTestClient
 
 
@@ -60,8 +60,8 @@ def send_av(pub: RtmpTestClient, units, *, head: bool = True) -> None:
         out.append(conn.send_message(CSID_VIDEO, VIDEO, sid, 0, AVC_HEADER))
         out.append(conn.send_message(CSID_AUDIO, AUDIO, sid, 0, AAC_HEADER))
     for u in units:
-        out.append(conn.send_message(CSID_VIDEO if u.tag_type == VIDEO else CSID_AUDIO, u.tag_type, sid,
-                                     u.timestamp, u.payload))
+        out.append(conn.send_message(CSID_VIDEO if u.kind == "video" else CSID_AUDIO, tag_type(u), sid,
+                                     u.ms, flv_body(u)))
     pub.send(b"".join(out))
 
 
@@ -83,21 +83,21 @@ async def test_publish_play_and_publisher_leaving(plane_and_control):
     st = await player.play("room1")
     assert st.info["code"] == "NetStream.Play.Start"
     send_av(pub, units[100:], head=False)
-    await player.until(lambda e: isinstance(e, VideoData) and e.payload == units[-1].payload
-                       or isinstance(e, AudioData) and e.payload == units[-1].payload)
+    await player.until(lambda e: isinstance(e, VideoData) and e.payload == flv_body(units[-1])
+                       or isinstance(e, AudioData) and e.payload == flv_body(units[-1]))
     codes = player.statuses()
     assert codes[:3] == ["NetStream.Play.Reset", "NetStream.Play.Start", "NetStream.Data.Start"]
     media = [e for e in player.events if isinstance(e, (VideoData, AudioData))]
     assert media[0].payload == AVC_HEADER and media[1].payload == AAC_HEADER
     live = media[2:]
-    by_payload = {u.payload: u for u in units}
-    base = by_payload[live[0].payload].timestamp
+    by_payload = {flv_body(u): u for u in units}
+    base = by_payload[live[0].payload].ms
     assert by_payload[live[0].payload].keyframe
     # the player's own clock: the first GOP unit near 0, then exactly the source deltas
-    assert all(e.timestamp == by_payload[e.payload].timestamp - base for e in live if e.timestamp)
+    assert all(e.timestamp == by_payload[e.payload].ms - base for e in live if e.timestamp)
     assert min(e.timestamp for e in live) == 0
     first = units.index(by_payload[live[0].payload])
-    assert [e.payload for e in live] == [u.payload for u in units[first:]]
+    assert [e.payload for e in live] == [flv_body(u) for u in units[first:]]
 
     # publisher leaves (socket closed): the player gets UnpublishNotify + Stream EOF, then EOF
     pub.close()
@@ -160,7 +160,7 @@ async def test_malformed_chunk_closes_only_that_connection(plane_and_control):
     await bad.read_to_eof()
     units = av_stream(0, 2)
     send_av(pub, units)
-    await player.until(lambda e: isinstance(e, (VideoData, AudioData)) and e.payload == units[-1].payload)
+    await player.until(lambda e: isinstance(e, (VideoData, AudioData)) and e.payload == flv_body(units[-1]))
     assert plane.registry.get("room1") is not None
     pub.close()
     player.close()
@@ -227,7 +227,7 @@ async def test_http_flv_ends_when_publisher_leaves(plane_and_control):
     assert [t.tag_type for t in tags[:3]] == [18, 9, 8]
     media = tags[3:]
     assert media[0].payload[0] == 0x17 and media[0].timestamp == 0
-    assert media[-1].payload == units[-1].payload
+    assert media[-1].payload == flv_body(units[-1])
     writer.close()
     await wait_for(lambda: not plane.http.connections)
 

@@ -35,7 +35,7 @@ def test_changelists_search_and_filter(staff_client, room_and_key):
 
 def test_add_room_shows_the_key_once(staff_client, user):
     response = staff_client.post("/admin/live/room/add/", {
-        "title": "From admin", "owner": user.pk, "push_protocol": "rtmp", "_save": "Save",
+        "title": "From admin", "owner": user.pk, "push_protocol": "rtmp", "call_access": "invited", "_save": "Save",
         "sessions-TOTAL_FORMS": "0", "sessions-INITIAL_FORMS": "0"}, follow=True)
     assert response.status_code == 200
     key = re.search(r"(sk_[\w-]+)", response.content.decode()).group(1)
@@ -62,3 +62,19 @@ def test_end_live_action_closes_the_session(staff_client, room_and_key):
     session = LiveSession.objects.get(pk=session.pk)
     assert session.end_reason == "dropped_by_staff" and session.ended_at is not None
     assert Room.objects.get(pk=room.pk).status == RoomStatus.ENDED
+
+
+def test_call_access_filter_and_invitees(staff_client, room_and_key, other_user):
+    room, _ = room_and_key
+    listed = staff_client.get("/admin/live/room/?call_access__exact=invited").content.decode()
+    assert room.public_id in listed
+    assert room.public_id not in staff_client.get("/admin/live/room/?call_access__exact=users").content.decode()
+    page = staff_client.get(f"/admin/live/room/{room.pk}/change/").content.decode()
+    assert 'name="call_invitees"' in page and "SelectFilter" in page  # filter_horizontal's widget
+    response = staff_client.post(f"/admin/live/room/{room.pk}/change/", {
+        "title": room.title, "owner": room.owner_id, "push_protocol": "rtmp", "call_access": "owner",
+        "call_invitees": [other_user.pk], "_save": "Save",
+        "sessions-TOTAL_FORMS": "0", "sessions-INITIAL_FORMS": "0"}, follow=True)
+    assert response.status_code == 200
+    room.refresh_from_db()
+    assert room.call_access == "owner" and list(room.call_invitees.all()) == [other_user]

@@ -144,3 +144,93 @@ def test_openapi_schema_is_served(client_for):
     assert response.status_code == 200
     schema = json.loads(response.content)
     assert "/api/v1/live/create" in schema["paths"] and "/api/v1/auth/login" in schema["paths"]
+
+
+# -- who may join the room's call ---------------------------------------------------------------
+
+def test_create_defaults_to_an_owner_only_call_and_takes_the_rule(client_for, user, other_user):
+    data = client_for(user).post("/api/v1/live/create", {"title": "x"}, format="json").json()["data"]
+    assert data["room"]["call_access"] == "invited" and data["room"]["call_invitees"] == []
+    data = client_for(user).post("/api/v1/live/create", {"title": "y", "call_access": "users",
+                                                         "call_invitees": ["bob"]}, format="json").json()["data"]
+    assert data["room"]["call_access"] == "users" and data["room"]["call_invitees"] == ["bob"]
+    stored = Room.objects.get(public_id=data["room"]["room_id"])
+    assert stored.call_access == "users" and list(stored.call_invitees.all()) == [other_user]
+
+
+@pytest.mark.parametrize("payload, field", [({"title": "x", "call_access": "everyone"}, "call_access"),
+                                            ({"title": "x", "call_invitees": ["nobody"]}, "call_invitees")])
+def test_create_refuses_a_bad_call_rule(client_for, user, payload, field):
+    body = assert_error(client_for(user).post("/api/v1/live/create", payload, format="json"), 400)
+    assert body["message"].startswith(f"{field}:") and field in body["errors"]
+    assert not Room.objects.exists()
+
+
+def test_owner_patches_the_call_rule_and_invitees(client_for, user, other_user, room_and_key):
+    room, _ = room_and_key
+    url = f"/api/v1/live/{room.public_id}"
+    response = client_for(user).patch(url, {"call_access": "owner", "call_invitees": ["bob", "bob"]}, format="json")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["code"] == 0 and body["message"] == "success"
+    assert body["data"]["room_id"] == room.public_id
+    assert body["data"]["call_access"] == "owner" and body["data"]["call_invitees"] == ["bob"]
+    room.refresh_from_db()
+    assert room.call_access == "owner" and list(room.call_invitees.all()) == [other_user]
+
+    # one part at a time; the other stays
+    data = client_for(user).patch(url, {"call_access": "users"}, format="json").json()["data"]
+    assert data["call_access"] == "users" and data["call_invitees"] == ["bob"]
+    data = client_for(user).patch(url, {"call_invitees": []}, format="json").json()["data"]
+    assert data["call_access"] == "users" and data["call_invitees"] == []
+
+
+def test_only_the_owner_sees_the_invitees(client_for, user, other_user, room_and_key):
+    room, _ = room_and_key
+    room.call_invitees.set([other_user])
+    url = f"/api/v1/live/{room.public_id}"
+    for client in (client_for(), client_for(other_user)):
+        public = client.get(url).json()["data"]
+        assert public["call_access"] == "invited" and "call_invitees" not in public
+    assert client_for(user).get(url).json()["data"]["call_invitees"] == ["bob"]
+    assert client_for(user).get("/api/v1/live/mine").json()["data"][0]["call_invitees"] == ["bob"]
+
+
+@pytest.mark.parametrize("payload, field", [
+    ({"call_access": "everyone"}, "call_access"),
+    ({"call_access": None}, "call_access"),
+    ({"call_invitees": ["bob", "nobody"]}, "call_invitees"),
+    ({"call_invitees": "bob"}, "call_invitees"),
+    ({"call_invitees": [{"username": "bob"}]}, "call_invitees"),
+    ({"call_access": "users", "title": "renamed"}, "title"),
+])
+def test_patch_refuses_bad_values_naming_the_field(client_for, user, other_user, room_and_key, payload, field):
+    room, _ = room_and_key
+    body = assert_error(client_for(user).patch(f"/api/v1/live/{room.public_id}", payload, format="json"), 400)
+    assert body["message"].startswith(f"{field}:") and field in body["errors"], body
+    room.refresh_from_db()
+    assert room.call_access == "invited" and room.title == "Alice live" and not room.call_invitees.exists()
+
+
+def test_patch_with_nothing_to_change_is_400(client_for, user, room_and_key):
+    room, _ = room_and_key
+    body = assert_error(client_for(user).patch(f"/api/v1/live/{room.public_id}", {}, format="json"), 400)
+    assert "call_access" in body["message"]
+    assert_error(client_for(user).patch(f"/api/v1/live/{room.public_id}", [], format="json"), 400)
+
+
+def test_patch_is_for_the_owner_only(client_for, user, other_user, room_and_key):
+    from django.contrib.auth import get_user_model
+
+    room, _ = room_and_key
+    url = f"/api/v1/live/{room.public_id}"
+    staff = get_user_model().objects.create_user(username="staff", password="s3cret-pass!", is_staff=True)
+    for intruder in (other_user, staff):
+        assert_error(client_for(intruder).patch(url, {"call_access": "users", "call_invitees": ["bob"]},
+                                                format="json"), 403)
+        # no username probing: 403 before the input is looked at
+        assert_error(client_for(intruder).patch(url, {"call_invitees": ["nobody"]}, format="json"), 403)
+    assert_error(client_for().patch(url, {"call_access": "users"}, format="json"), 401)
+    assert_error(client_for(user).patch("/api/v1/live/nosuchroom", {"call_access": "users"}, format="json"), 404)
+    room.refresh_from_db()
+    assert room.call_access == "invited" and not room.call_invitees.exists()

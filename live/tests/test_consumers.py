@@ -142,3 +142,91 @@ async def test_registered_signal_handler_is_used(room):
     finally:
         signaling._handlers.pop("offer", None)
     await asyncio.sleep(0)
+
+
+# -- rtc:join: who may join the room's call -----------------------------------------------------
+
+async def rtc_request(communicator, kind: str, request_id: int, **fields) -> dict:
+    """Send a request and return its reply (the message echoing its id); events are skipped."""
+    await communicator.send_json_to({"type": kind, "id": request_id, **fields})
+    while True:
+        message = await communicator.receive_json_from(timeout=3)
+        if message.get("id") == request_id:
+            return message
+
+
+async def receive_event(communicator, kind: str, peer_id: str) -> dict:
+    while True:
+        message = await communicator.receive_json_from(timeout=3)
+        if message["type"] == kind and message["data"].get("peerId") == peer_id:
+            return message
+
+
+def call_peers(public_id: str) -> dict:
+    from sfu.rooms import sfu_get
+
+    room = sfu_get().rooms.get(public_id)
+    return {peer_id: peer.user for peer_id, peer in room.peers.items()} if room else {}
+
+
+async def test_anonymous_socket_cannot_join_the_call(room):
+    viewer, _, _ = await connect(room.public_id)
+    reply = await rtc_request(viewer, "rtc:join", 1, displayName="alice")
+    assert reply["type"] == "error" and reply["id"] == 1
+    assert reply["data"]["code"] == "login_required" and reply["data"]["request"] == "rtc:join"
+    # nor produce media; and the socket stays open
+    assert (await rtc_request(viewer, "rtc:produce", 2, sdp="v=0"))["data"]["code"] == "not_joined"
+    await viewer.send_json_to({"type": "ping"})
+    assert await viewer.receive_json_from(timeout=3) == {"type": "pong", "data": {}}
+    assert call_peers(room.public_id) == {}
+    await viewer.disconnect()
+
+
+async def test_anonymous_is_refused_even_when_any_user_may_join(room):
+    await sync_to_async(services.room_call_access_update)(room=room, call_access="users")
+    viewer, _, _ = await connect(room.public_id)
+    assert (await rtc_request(viewer, "rtc:join", 1))["data"]["code"] == "login_required"
+    await viewer.disconnect()
+
+
+async def test_a_logged_in_user_not_invited_is_refused(room, other_user):
+    bob, _, _ = await connect(room.public_id, token=token_for(other_user))
+    reply = await rtc_request(bob, "rtc:join", 1)
+    assert reply["type"] == "error" and reply["data"]["code"] == "not_invited"
+    assert (await rtc_request(bob, "rtc:produce", 2, sdp="v=0"))["data"]["code"] == "not_joined"
+    # invited but the room is set to owner-only: still refused
+    await sync_to_async(services.room_call_access_update)(room=room, call_access="owner",
+                                                          call_invitees=[other_user])
+    assert (await rtc_request(bob, "rtc:join", 3))["data"]["code"] == "not_invited"
+    assert call_peers(room.public_id) == {}
+    await bob.disconnect()
+
+
+async def test_invited_user_joins_under_its_username_not_the_display_name_it_sends(user, other_user, room):
+    await sync_to_async(services.room_call_access_update)(room=room, call_invitees=[other_user])
+    alice, _, _ = await connect(room.public_id, token=token_for(user))
+    bob, _, _ = await connect(room.public_id, token=token_for(other_user))
+    owner_joined = await rtc_request(alice, "rtc:join", 1, displayName="the real boss")
+    assert owner_joined["type"] == "rtc:joined"
+    alice_peer = owner_joined["data"]["peerId"]
+
+    joined = await rtc_request(bob, "rtc:join", 2, displayName="alice", data={"displayName": "alice"})
+    assert joined["type"] == "rtc:joined", joined
+    bob_peer = joined["data"]["peerId"]
+    assert joined["data"]["peers"] == [{"peerId": alice_peer, "user": "alice", "producers": []}]
+    heard = await receive_event(alice, "rtc:peerJoined", bob_peer)
+    assert heard["data"] == {"peerId": bob_peer, "user": "bob"}
+    assert call_peers(room.public_id) == {alice_peer: "alice", bob_peer: "bob"}
+
+    await bob.disconnect()
+    assert (await receive_event(alice, "rtc:peerLeft", bob_peer))["data"]["reason"] == "socket_closed"
+    await alice.disconnect()
+    assert call_peers(room.public_id) == {}
+
+
+async def test_any_logged_in_user_joins_when_the_room_says_users(room, other_user):
+    await sync_to_async(services.room_call_access_update)(room=room, call_access="users")
+    bob, _, _ = await connect(room.public_id, token=token_for(other_user))
+    joined = await rtc_request(bob, "rtc:join", 1)
+    assert joined["type"] == "rtc:joined" and call_peers(room.public_id) == {joined["data"]["peerId"]: "bob"}
+    await bob.disconnect()

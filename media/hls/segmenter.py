@@ -18,13 +18,13 @@ from pathlib import Path
 
 import av
 
-from media.hub.unit import TAG_AUDIO, TAG_VIDEO, AccessUnit
-from rtmp.codec import flv
-from rtmp.codec.errors import RtmpProtocolError
+from media.codecs import flv
+from media.codecs.errors import CodecError
+from media.hub.unit import AUDIO, TIME_BASE, VIDEO, AccessUnit
 
 log = logging.getLogger(__name__)
 
-MS = Fraction(1, 1000)
+TICK = Fraction(1, TIME_BASE)
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 # Without an audio sequence header after this many video frames, the stream is video-only.
 _AUDIO_WAIT_FRAMES = 60
@@ -55,8 +55,8 @@ class _Audio:
     channels: int
 
 
-def _video_config(payload: bytes) -> _Video:
-    sps_list, pps_list, nal_length_size = flv.avc_decoder_config(payload)
+def _video_config(record: bytes) -> _Video:
+    sps_list, pps_list, nal_length_size = flv.avc_decoder_config(b"\x17\x00\x00\x00\x00" + record)
     if not sps_list:
         raise HlsUnsupported("AVC sequence header without SPS")
     width, height = flv.parse_avc_sps_size(sps_list[0])
@@ -64,8 +64,9 @@ def _video_config(payload: bytes) -> _Video:
     return _Video(annexb, nal_length_size, width, height)
 
 
-def _audio_config(payload: bytes) -> _Audio:
-    config = flv.aac_audio_specific_config(payload)
+def _audio_config(config: bytes) -> _Audio:
+    if len(config) < 2:
+        raise HlsUnsupported("AudioSpecificConfig too short")
     rate_index = ((config[0] & 0x07) << 1) | (config[1] >> 7)
     channels = (config[1] >> 3) & 0x0F
     if rate_index >= len(_AAC_RATES) or not 1 <= channels <= 2:
@@ -88,6 +89,7 @@ class HlsSegmenter:
         self._streams: dict[int, av.stream.Stream] = {}
         self._last_dts: dict[int, int] = {}
         self._frames_without_audio = 0
+        self._audio_skipped = False
         self.packets = 0
         self.skipped = 0
 
@@ -97,7 +99,7 @@ class HlsSegmenter:
         if unit.config:
             self._configure(unit)
             return
-        if unit.tag_type not in (TAG_VIDEO, TAG_AUDIO):
+        if unit.kind not in (VIDEO, AUDIO):
             return
         if self._container is None:
             self._buffer_until_ready(unit)
@@ -107,31 +109,34 @@ class HlsSegmenter:
     def _configure(self, unit: AccessUnit) -> None:
         try:
             self._configure_checked(unit)
-        except RtmpProtocolError as exc:
-            raise HlsUnsupported(f"unreadable sequence header: {exc}") from exc
+        except CodecError as exc:
+            raise HlsUnsupported(f"unreadable codec configuration: {exc}") from exc
 
     def _configure_checked(self, unit: AccessUnit) -> None:
-        if unit.tag_type == TAG_VIDEO:
-            info = flv.parse_video(unit.payload)
-            if info.codec != "h264":
-                raise HlsUnsupported(f"video codec {info.codec} (HLS here takes H.264)")
+        if unit.kind == VIDEO:
+            if unit.codec != "h264":
+                raise HlsUnsupported(f"video codec {unit.codec} (HLS here takes H.264)")
             config = _video_config(unit.payload)
             if self._video and self._container and config != self._video:
                 log.info("hls %s: video configuration changed mid-stream", self.public_id)
             self._video = config
-        elif unit.tag_type == TAG_AUDIO:
-            info = flv.parse_audio(unit.payload)
-            if info.codec != "aac":
-                raise HlsUnsupported(f"audio codec {info.codec} (HLS here takes AAC)")
+        elif unit.codec == "aac":
             self._audio = _audio_config(unit.payload)
+        else:
+            self._skip_audio(unit.codec)
+
+    def _skip_audio(self, codec: str) -> None:
+        """HLS here muxes AAC only: other audio is left out (the video still plays)."""
+        if not self._audio_skipped:
+            self._audio_skipped = True
+            log.info("hls %s: audio codec %s left out (HLS here takes AAC)", self.public_id, codec)
 
     def _buffer_until_ready(self, unit: AccessUnit) -> None:
         """Open the muxer once both sequence headers are known (or audio is clearly absent),
         starting at a keyframe; units before the first keyframe cannot be decoded anyway."""
-        if unit.tag_type == TAG_VIDEO:
-            codec = flv.parse_video(unit.payload).codec
-            if codec != "h264":
-                raise HlsUnsupported(f"video codec {codec} (HLS here takes H.264)")
+        if unit.kind == VIDEO:
+            if unit.codec != "h264":
+                raise HlsUnsupported(f"video codec {unit.codec} (HLS here takes H.264)")
             if not self._pending and not unit.keyframe:
                 self.skipped += 1
                 return
@@ -140,7 +145,7 @@ class HlsSegmenter:
             self.skipped += 1
             return
         self._pending.append(unit)
-        if self._video and (self._audio or self._frames_without_audio > _AUDIO_WAIT_FRAMES):
+        if self._video and (self._audio or self._audio_skipped or self._frames_without_audio > _AUDIO_WAIT_FRAMES):
             self._open()
             pending, self._pending = self._pending, []
             for queued in pending:
@@ -169,55 +174,52 @@ class HlsSegmenter:
         video = self._container.add_stream("h264")
         video.codec_context.width, video.codec_context.height = self._video.width, self._video.height
         video.codec_context.extradata = self._video.extradata
-        video.time_base = MS
-        self._streams[TAG_VIDEO] = video
+        video.time_base = TICK
+        self._streams[VIDEO] = video
         if self._audio:
             audio = self._container.add_stream("aac", rate=self._audio.rate)
             audio.codec_context.layout = "stereo" if self._audio.channels == 2 else "mono"
             audio.codec_context.extradata = self._audio.extradata
-            audio.time_base = MS
-            self._streams[TAG_AUDIO] = audio
+            audio.time_base = TICK
+            self._streams[AUDIO] = audio
         log.info("hls %s: %dx%d%s, segments of %gs", self.public_id, self._video.width, self._video.height,
                  " + AAC" if self._audio else " (no audio)", self.options.fragment)
 
     def _mux(self, unit: AccessUnit) -> None:
-        stream = self._streams.get(unit.tag_type)
-        if stream is None:
+        stream = self._streams.get(unit.kind)
+        if stream is None or (unit.kind == AUDIO and unit.codec != "aac"):
             return
         try:
-            data, pts_offset = self._payload(unit)
-        except RtmpProtocolError as exc:
+            data = self._payload(unit)
+        except CodecError as exc:
             self.skipped += 1
             log.debug("hls %s: skipping a bad unit: %s", self.public_id, exc)
             return
         if data is None:
             return
         # The muxer refuses a dts that does not increase (e.g. an end-of-sequence tag).
-        last = self._last_dts.get(unit.tag_type)
-        if last is not None and unit.timestamp <= last:
+        last = self._last_dts.get(unit.kind)
+        if last is not None and unit.dts <= last:
             self.skipped += 1
             return
-        self._last_dts[unit.tag_type] = unit.timestamp
+        self._last_dts[unit.kind] = unit.dts
         packet = av.Packet(data)
         packet.stream = stream
-        packet.time_base = MS
-        packet.dts = unit.timestamp
-        packet.pts = unit.timestamp + pts_offset
-        packet.is_keyframe = unit.keyframe or unit.tag_type == TAG_AUDIO
+        packet.time_base = TICK
+        packet.dts = unit.dts
+        packet.pts = unit.pts
+        packet.is_keyframe = unit.keyframe or unit.kind == AUDIO
         self._container.mux(packet)
         self.packets += 1
 
-    def _payload(self, unit: AccessUnit) -> tuple[bytes | None, int]:
-        if unit.tag_type == TAG_AUDIO:
-            return (unit.payload[2:] or None), 0
-        info = flv.parse_video(unit.payload)
-        if info.is_end_of_sequence or info.is_sequence_header:
-            return None, 0
-        body = flv.avc_to_annexb(unit.payload[5:], self._video.nal_length_size)
-        # FLV never repeats SPS/PPS in band; TS segments must start decodable on their own.
+    def _payload(self, unit: AccessUnit) -> bytes | None:
+        if unit.kind == AUDIO:
+            return unit.payload or None
+        body = flv.avc_to_annexb(unit.payload, 4)
+        # RTMP never repeats SPS/PPS in band; TS segments must start decodable on their own.
         if unit.keyframe:
             body = self._video.extradata + body
-        return body, info.composition_time
+        return body or None
 
     # ---------------------------------------------------------------- end
 

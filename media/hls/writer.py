@@ -33,10 +33,17 @@ class HlsConfig:
     reader_units: int = 2048
 
 
+def remove_files(root: Path, public_id: str) -> None:
+    """Delete a stream's playlist and segments (blocking: run it off the event loop)."""
+    (root / f"{public_id}.m3u8").unlink(missing_ok=True)
+    shutil.rmtree(root / public_id, ignore_errors=True)
+
+
 class HlsWriter:
     def __init__(self, stream: Stream, config: HlsConfig, *, resume: bool) -> None:
         self.stream = stream
         self.config = config
+        self.resume = resume
         self.segmenter = HlsSegmenter(config.root, stream.public_id, config.options, resume=resume)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hls-{stream.public_id}")
         self.reader = stream.add_reader("hls", max_units=config.reader_units)
@@ -44,6 +51,8 @@ class HlsWriter:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         try:
+            if not self.resume:  # in the stream's own thread, before its first segment
+                await loop.run_in_executor(self._executor, remove_files, self.config.root, self.stream.public_id)
             while (batch := await self._next_batch()) is not None:
                 await loop.run_in_executor(self._executor, self._write_batch, batch)
         except HlsUnsupported as exc:
@@ -87,8 +96,6 @@ class HlsService:
             pending.cancel()
         resume = public_id in self._ended_at and time.monotonic() - self._ended_at[public_id] < \
             self.config.cleanup_after
-        if not resume:
-            self._remove_files(public_id)
         writer = HlsWriter(stream, self.config, resume=resume)
         task = asyncio.get_running_loop().create_task(self._run(writer), name=f"hls-{public_id}")
         self._writers[public_id] = task
@@ -110,11 +117,7 @@ class HlsService:
         self._cleanups.pop(public_id, None)
         self._ended_at.pop(public_id, None)
         if public_id not in self._writers:
-            self._remove_files(public_id)
-
-    def _remove_files(self, public_id: str) -> None:
-        (self.config.root / f"{public_id}.m3u8").unlink(missing_ok=True)
-        shutil.rmtree(self.config.root / public_id, ignore_errors=True)
+            asyncio.get_running_loop().run_in_executor(None, remove_files, self.config.root, public_id)
 
     def remove_stale(self) -> int:
         """At start: files left by an earlier process belong to no live stream."""

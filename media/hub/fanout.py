@@ -101,6 +101,7 @@ class Fanout:
         if start is None:
             viewer.state = WAITING_START
             self.waiting += 1
+            stream.request_keyframe()
         else:
             gop, base = start
             viewer.base = base
@@ -173,6 +174,7 @@ class Fanout:
         self.waiting += 1
         self.skipped += 1
         self.on_paused(viewer)
+        self.stream.request_keyframe()
 
     def on_paused(self, viewer: Viewer) -> None:
         """Subclass bookkeeping when a viewer stops receiving (e.g. RTMP resync)."""

@@ -67,6 +67,7 @@ class StreamReader:
             self.overflows += 1
             self.dropped += 1
             self._skipping = True
+            self.stream.request_keyframe()
             if self.overflows == 1 or self.overflows % 100 == 0:
                 log.warning(
                     "stream %s: reader %s too slow, skipping to the next keyframe (%d overflows)",

@@ -44,11 +44,18 @@ class StreamRegistry:
         self.started = 0
         self.ended = 0
 
-    def start(self, public_id: str, publisher: Publisher | None = None) -> Stream:
-        """Open the stream of a room; raises StreamAlreadyLive if it has a publisher."""
+    def start(self, public_id: str, publisher: Publisher | None = None, *, protocol: str = "",
+              keyframe_source: Callable[[], None] | None = None) -> Stream:
+        """Open the stream of a room; raises StreamAlreadyLive if it has a publisher.
+
+        ``protocol`` names the source ("rtmp", "webrtc"); ``keyframe_source`` asks it for a
+        keyframe (None: it cannot, readers start from the GOP cache).
+        """
         if public_id in self._streams:
             raise StreamAlreadyLive(public_id)
         stream = Stream(public_id, self.config)
+        stream.source_protocol = protocol
+        stream.keyframe_source = keyframe_source
         self._streams[public_id] = stream
         if publisher is not None:
             self._publishers[public_id] = publisher

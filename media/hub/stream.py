@@ -1,18 +1,28 @@
 """One live stream: codec configuration, GOP cache, batched fan-out to viewers, per-stream readers.
 
 A source calls ``write(unit)`` (synchronous, never awaits). Each unit becomes one ``Entry``
-that every reader kind shares: per-kind framing is cached on the entry, so a tag or chunk is
-framed once per stream whatever the number of viewers.
+that every reader kind shares: per-kind framing is cached on the entry, so a tag, chunk or RTP
+payload list is framed once per stream whatever the number of viewers.
 
-Viewers (RTMP players, HTTP-FLV responses) have no task and no queue: entries are collected
-into a batch and flushed every tick (``hub_tick_ms``) by each registered ``Fanout``, which
-writes one joined bytes object per viewer (see ``media/hub/fanout.py``). Per-stream readers
-(HLS muxer, recorder, bridges) get a bounded queue and run their own task (``reader.py``).
+Three kinds of reader, all fed from ``write``:
+
+- sinks (``add_sink``): called synchronously with every entry as it arrives. WebRTC outputs
+  are sinks: a frame is packetized once and sent to every subscriber before the next packet of
+  the publisher is read (``sfu/from_hub.py``);
+- viewers (RTMP players, HTTP-FLV responses) have no task and no queue: entries are collected
+  into a batch and flushed every tick (``hub_tick_ms``) by each registered ``Fanout``, which
+  writes one joined bytes object per viewer (see ``media/hub/fanout.py``);
+- per-stream readers (HLS muxer, recorder, bridges) get a bounded queue and run their own task
+  (``reader.py``).
 
 The tick pays for itself only with many viewers: it saves writes per viewer, but costs an
 event-loop wakeup of its own per batch and adds up to a tick of latency. So a stream with at
 most ``hub_flush_now_viewers`` viewers flushes each entry at once (in the publisher's own
 wakeup), and a stream without viewers collects no batch and runs no timer at all.
+
+A reader that needs a keyframe calls ``request_keyframe()``: a source that can make one (a
+WebRTC publisher: a PLI, rate-limited there) set ``keyframe_source``; one that cannot (RTMP)
+leaves it None and readers start from the GOP cache instead.
 """
 
 from __future__ import annotations
@@ -21,10 +31,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from dataclasses import replace
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from .reader import StreamReader
-from .unit import TAG_AUDIO, TAG_DATA, TAG_VIDEO, AccessUnit
+from .unit import AUDIO, DATA, TICKS_PER_MS, VIDEO, AccessUnit
 
 if TYPE_CHECKING:
     from ..config import MediaConfig
@@ -33,34 +44,47 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound="Fanout")
+_KINDS = (VIDEO, AUDIO, DATA)
 
 
 class StreamClosed(Exception):
     """The stream has ended; nothing more can be written to it or joined."""
 
 
+class Sink(Protocol):
+    """A synchronous reader of every entry (a WebRTC output)."""
+
+    def on_entry(self, entry: Entry) -> None: ...
+
+    def stream_ended(self, reason: str) -> None: ...
+
+
 class Entry:
     """One written unit plus what the hub derived from it once.
 
-    ``ts`` is the unit's timestamp made monotonic per tag type (a backwards step clamps to the
-    previous value) and ``delta`` the step from the previous entry of the same tag type (None
-    for the first one, and always for data). Fan-outs cache their framing in the ``rtmp`` and
-    ``flv_tail`` slots.
+    ``unit`` carries the clamped dts (see ``Stream.write``); ``ts`` is that dts in milliseconds
+    and ``delta`` the step in ms from the previous entry of the same kind (None for the first
+    one, and always for data). The other slots are framing caches that the protocol edges fill
+    once per entry and share between their viewers: ``flv`` (the FLV tag body, b"" when FLV
+    cannot carry the codec), ``rtmp`` (format-1 chunks), ``flv_tail`` (previous-tag size) and
+    ``rtp`` (RTP payloads).
     """
 
-    __slots__ = ("unit", "ts", "delta", "rap", "rtmp", "flv_tail")
+    __slots__ = ("unit", "ts", "delta", "rap", "flv", "rtmp", "flv_tail", "rtp")
 
     def __init__(self, unit: AccessUnit, ts: int, delta: int | None, rap: bool) -> None:
         self.unit = unit
         self.ts = ts
         self.delta = delta
         self.rap = rap
+        self.flv: bytes | None = None
         self.rtmp: bytes | None = None
         self.flv_tail: bytes | None = None
+        self.rtp: object = None
 
     def __repr__(self) -> str:
         u = self.unit
-        return f"Entry(tag={u.tag_type} ts={self.ts} delta={self.delta} rap={self.rap} len={len(u.payload)})"
+        return f"Entry({u.kind}/{u.codec} ts={self.ts} delta={self.delta} rap={self.rap} len={len(u.payload)})"
 
 
 class Stream:
@@ -85,11 +109,20 @@ class Stream:
         self.config_gen = 0  # bumped whenever a sequence header changes
         self.has_video = False
         self.has_audio = False
+        self.video_codec: str | None = None
+        self.audio_codec: str | None = None
+        # Who publishes (for the API and stats): "rtmp", "webrtc".
+        self.source_protocol = ""
+        # Set by a source that can make a keyframe on demand (WebRTC: a PLI, rate-limited).
+        self.keyframe_source: Callable[[], None] | None = None
+        self.keyframes_requested = 0
         # GOP cache: entries since the last random access point (first entry is that point);
         # None while invalid (nothing yet, or overflowed until the next random access point).
         self.gop: list[Entry] | None = None
         self.gop_bytes = 0
-        self._last_ts: dict[int, int] = {}
+        self._last_dts: dict[str, int] = {}
+        self._last_ts: dict[str, int] = {}
+        self._sinks: list[Sink] = []
         # Fan-out.
         self._pending: list[Entry] = []
         self._flush_handle: asyncio.TimerHandle | None = None
@@ -108,34 +141,43 @@ class Stream:
     # ------------------------------------------------------------------ source side
 
     def write(self, unit: AccessUnit) -> None:
-        """Take one unit from the source. Synchronous; never waits on any reader."""
+        """Take one unit from the source. Synchronous; never waits on any reader.
+
+        The one timestamp rule for every reader: per kind, dts never goes backwards (a step back
+        is clamped to the previous value, pts kept at or after it) and never below 0.
+        """
         if self.closed:
             raise StreamClosed(self.public_id)
         self.units_in += 1
         self.bytes_in += len(unit.payload)
-        tt = unit.tag_type
-        if tt == TAG_DATA:
-            entry = Entry(unit, max(0, unit.timestamp), None, False)
+        kind = unit.kind
+        if kind not in _KINDS:
+            raise ValueError(f"unknown unit kind {kind!r}")
+        prev = self._last_dts.get(kind)
+        dts = unit.dts
+        if dts < 0 or (prev is not None and dts < prev):
+            dts = 0 if prev is None else prev
+            unit = replace(unit, dts=dts, pts=max(unit.pts, dts))
+        self._last_dts[kind] = dts
+        ts = dts // TICKS_PER_MS
+        prev_ts = self._last_ts.get(kind)
+        self._last_ts[kind] = ts
+        delta = None if prev_ts is None or kind == DATA else ts - prev_ts
+        if kind == DATA:
+            entry = Entry(unit, ts, None, False)
             if unit.config:
                 self.metadata = entry
             self._append(entry)
             return
-        if tt == TAG_VIDEO:
+        if kind == VIDEO:
             self.has_video = True
-        elif tt == TAG_AUDIO:
+            self.video_codec = unit.codec
+        else:
             self.has_audio = True
-        else:
-            raise ValueError(f"unknown tag type {tt}")
-        prev = self._last_ts.get(tt)
-        if prev is None:
-            ts, delta = max(0, unit.timestamp), None
-        else:
-            ts = unit.timestamp if unit.timestamp > prev else prev
-            delta = ts - prev
-        self._last_ts[tt] = ts
+            self.audio_codec = unit.codec
         if unit.config:
             entry = Entry(unit, ts, delta, False)
-            if tt == TAG_VIDEO:
+            if kind == VIDEO:
                 self.video_config = entry
             else:
                 self.audio_config = entry
@@ -143,11 +185,13 @@ class Stream:
             self._gop_add(entry)
             self._append(entry)
             return
-        rap = unit.keyframe if tt == TAG_VIDEO else (unit.keyframe and not self.has_video)
+        rap = unit.keyframe if kind == VIDEO else (unit.keyframe and not self.has_video)
         entry = Entry(unit, ts, delta, rap)
         if rap:
             self.gop = [entry]
             self.gop_bytes = len(unit.payload)
+            for sink in self._sinks:
+                sink.on_entry(entry)
             for r in self._readers:
                 r.offer(entry)
             ready = [f for f in self._fanouts if f.waiting and f.waiting_ready()]
@@ -180,6 +224,8 @@ class Stream:
             log.info("stream %s: GOP cache over its bound, dropped until the next keyframe", self.public_id)
 
     def _append(self, entry: Entry) -> None:
+        for sink in self._sinks:
+            sink.on_entry(entry)
         for r in self._readers:
             r.offer(entry)
         if self._batching:  # else nobody to send it to: a joiner starts from the GOP cache
@@ -268,6 +314,37 @@ class Stream:
         """Metadata and sequence headers, in the order a player wants them."""
         return [e for e in (self.metadata, self.video_config, self.audio_config) if e is not None]
 
+    # ------------------------------------------------------------------ sinks, keyframes
+
+    def add_sink(self, sink: Sink) -> None:
+        if self.closed:
+            raise StreamClosed(self.public_id)
+        self._sinks.append(sink)
+
+    def remove_sink(self, sink: Sink) -> None:
+        try:
+            self._sinks.remove(sink)
+        except ValueError:
+            pass
+
+    @property
+    def sinks(self) -> tuple[Sink, ...]:
+        return tuple(self._sinks)
+
+    def request_keyframe(self) -> bool:
+        """Ask the source for a keyframe; False when it cannot make one (start from the GOP cache)."""
+        source = self.keyframe_source
+        if source is None or self.closed:
+            return False
+        self.keyframes_requested += 1
+        source()
+        return True
+
+    def tracks(self) -> dict[str, str]:
+        """The codecs this stream carries, e.g. {"video": "h264", "audio": "aac"}."""
+        found = {VIDEO: self.video_codec, AUDIO: self.audio_codec}
+        return {kind: codec for kind, codec in found.items() if codec}
+
     # ------------------------------------------------------------------ per-stream readers
 
     def add_reader(self, name: str, *, max_units: int | None = None) -> StreamReader:
@@ -288,6 +365,7 @@ class Stream:
             reader.prime(prime, synced=True)
         else:
             reader.prime(prime, synced=False)
+            self.request_keyframe()
         self._readers.append(reader)
         return reader
 
@@ -315,5 +393,12 @@ class Stream:
         for r in self._readers:
             r.end(reason)
         self._readers.clear()
+        sinks, self._sinks = self._sinks, []
+        for sink in sinks:
+            try:
+                sink.stream_ended(reason)
+            except Exception:
+                log.exception("stream %s: ending a sink failed", self.public_id)
+        self.keyframe_source = None
         self.gop = None
         self._pending = []

@@ -1,10 +1,7 @@
 """Sans-I/O RTMP codec: bytes in, events out; events in, bytes out."""
 
-from . import amf0, flv, message
-from .chunk import ChunkParser, ChunkWriter, RawMessage, encode_message
-from .connection import ClientConnection, ServerConnection
-from .errors import LocalProtocolError, RemoteProtocolError, RtmpProtocolError
-from .flv import (
+from media.codecs import flv
+from media.codecs.flv import (
     FLV_HEADER_AUDIO_VIDEO,
     AudioInfo,
     FlvReader,
@@ -16,6 +13,11 @@ from .flv import (
     parse_audio,
     parse_video,
 )
+
+from . import amf0, message
+from .chunk import ChunkParser, ChunkWriter, RawMessage, encode_message
+from .connection import ClientConnection, ServerConnection
+from .errors import LocalProtocolError, RemoteProtocolError, RtmpProtocolError
 from .handshake import ClientHandshake, ServerHandshake
 from .message import (
     AudioData,

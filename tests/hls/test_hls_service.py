@@ -32,7 +32,7 @@ async def publish(service: HlsService, public_id: str, units, *, realtime: float
     started = time.monotonic()
     for unit in units:
         if realtime:
-            delay = unit.timestamp / 1000 / realtime - (time.monotonic() - started)
+            delay = unit.ms / 1000 / realtime - (time.monotonic() - started)
             if delay > 0:
                 await asyncio.sleep(delay)
         stream.write(unit)

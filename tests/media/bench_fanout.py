@@ -55,7 +55,7 @@ async def bench(clip: str, counts: list[int]) -> None:
         await asyncio.sleep(10)
         cpu = (time.process_time() - c0) / (time.monotonic() - t0) * 100
         mbit = (stream.bytes_in - b0) * 8 / 10 / 1e6
-        from media.writers.rtmp import RtmpFanout
+        from rtmp.from_hub import RtmpFanout
 
         f = stream.fanout(RtmpFanout)
         print(f"{n:4d} players: {cpu:5.1f} % of a core  (stream {mbit:.2f} Mbit/s, skipped {f.skipped}, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from media.config import MediaConfig
-from media.hub.unit import TAG_AUDIO, TAG_DATA, TAG_VIDEO, AccessUnit
+from media.hub.unit import AUDIO, DATA, VIDEO, AccessUnit
 from rtmp.codec import amf0
 
 
@@ -66,24 +66,33 @@ AAC_HEADER = b"\xaf\x00\x12\x10"
 
 
 def video(ts: int, key: bool = False, size: int = 100, tag: int = 0) -> AccessUnit:
+    """An H.264 unit at ``ts`` ms; its FLV tag body is the 5-byte AVC header + this payload."""
     body = ts.to_bytes(4, "big") + bytes([tag & 0xFF]) * size
-    return AccessUnit(TAG_VIDEO, ts, (b"\x17" if key else b"\x27") + b"\x01\x00\x00\x00" + body, keyframe=key)
+    return AccessUnit(VIDEO, "h264", ts * 90, ts * 90, body, keyframe=key)
 
 
 def video_config(ts: int = 0) -> AccessUnit:
-    return AccessUnit(TAG_VIDEO, ts, AVC_HEADER, config=True)
+    return AccessUnit(VIDEO, "h264", ts * 90, ts * 90, AVC_HEADER[5:], config=True)
 
 
 def audio(ts: int, size: int = 20) -> AccessUnit:
-    return AccessUnit(TAG_AUDIO, ts, b"\xaf\x01" + ts.to_bytes(4, "big") + b"a" * size, keyframe=True)
+    return AccessUnit(AUDIO, "aac", ts * 90, ts * 90, ts.to_bytes(4, "big") + b"a" * size, keyframe=True)
 
 
 def audio_config(ts: int = 0) -> AccessUnit:
-    return AccessUnit(TAG_AUDIO, ts, AAC_HEADER, config=True)
+    return AccessUnit(AUDIO, "aac", ts * 90, ts * 90, AAC_HEADER[2:], config=True)
 
 
 def metadata(ts: int = 0) -> AccessUnit:
-    return AccessUnit(TAG_DATA, ts, amf0.encode("onMetaData", amf0.EcmaArray({"width": 640.0})), config=True)
+    payload = amf0.encode("onMetaData", amf0.EcmaArray({"width": 640.0}))
+    return AccessUnit(DATA, "amf0", ts * 90, ts * 90, payload, config=True)
+
+
+def flv_body(unit: AccessUnit) -> bytes:
+    """The FLV tag body the RTMP/FLV edges send for a unit."""
+    from media.codecs.flv_units import unit_tag_body
+
+    return unit_tag_body(unit)
 
 
 def av_stream(start: int, seconds: float, *, gop_ms: int = 1000, fps: int = 30) -> list[AccessUnit]:
@@ -105,3 +114,8 @@ def av_stream(start: int, seconds: float, *, gop_ms: int = 1000, fps: int = 30) 
             units.append(audio(at))
             ai += 1
     return units
+
+
+def tag_type(unit: AccessUnit) -> int:
+    """The FLV tag / RTMP message type a unit goes out as."""
+    return {VIDEO: 9, AUDIO: 8, DATA: 18}[unit.kind]

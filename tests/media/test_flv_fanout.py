@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from media.codecs.flv import FlvReader
+from media.flv.from_hub import FlvFanout, FlvViewer, http_chunk
 from media.hub.fanout import ACTIVE
 from media.hub.stream import Stream
-from media.writers.flv import FlvFanout, FlvViewer, http_chunk
-from rtmp.codec.flv import FlvReader
 
-from .conftest import Clock, FakeTransport, audio_config, av_stream, cfg, metadata, video_config
+from .conftest import Clock, FakeTransport, audio_config, av_stream, cfg, flv_body, metadata, video_config
 
 
 def dechunk(data: bytes) -> tuple[bytes, bool]:
@@ -74,10 +74,10 @@ def test_flv_viewers_grouped_by_base_share_bytes_and_start_at_zero():
         media = tags[3:]
         assert media[0].tag_type == 9 and media[0].payload[0] == 0x17  # starts at a keyframe
         assert min(t.timestamp for t in media) == 0
-        by_payload = {u.payload: u for u in units}
-        assert all(t.timestamp == by_payload[t.payload].timestamp - v.base for t in media)
+        by_payload = {flv_body(u): u for u in units}
+        assert all(t.timestamp == by_payload[t.payload].ms - v.base for t in media)
         first = units.index(by_payload[media[0].payload])
-        assert [t.payload for t in media] == [u.payload for u in units[first:]]
+        assert [t.payload for t in media] == [flv_body(u) for u in units[first:]]
     s.close("publisher_left")
     for v in (a, b, c):
         assert dechunk(v.transport.data())[1] and v.transport.closing
@@ -101,8 +101,8 @@ def test_flv_slow_viewer_resumes_in_its_group():
     assert slow.transport.writes[-1] is ok.transport.writes[-1]
     body, _ = dechunk(slow.transport.data())
     tags = FlvReader().feed(body)[3:]
-    by_payload = {u.payload: u for u in units}
-    assert all(t.timestamp == by_payload[t.payload].timestamp for t in tags)
+    by_payload = {flv_body(u): u for u in units}
+    assert all(t.timestamp == by_payload[t.payload].ms for t in tags)
     idx = [units.index(by_payload[t.payload]) for t in tags]
     gap = next(i for i in range(1, len(idx)) if idx[i] != idx[i - 1] + 1)
     assert units[idx[gap]].keyframe

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 from media.hub.fanout import ACTIVE, PAUSED, WAITING_START
 from media.hub.stream import Stream
-from media.writers.rtmp import CHUNK_SIZE, RtmpFanout, RtmpViewer
 from rtmp.codec.chunk import ChunkParser
+from rtmp.from_hub import CHUNK_SIZE, RtmpFanout, RtmpViewer
 
-from .conftest import Clock, FakeTransport, audio, audio_config, av_stream, cfg, metadata, video, video_config
+from .conftest import (
+    Clock,
+    FakeTransport,
+    audio,
+    audio_config,
+    av_stream,
+    cfg,
+    flv_body,
+    metadata,
+    tag_type,
+    video,
+    video_config,
+)
 
 
 def parse(data: bytes):
@@ -37,7 +49,7 @@ def feed(s: Stream, units, per_flush: int = 3):
 
 
 def expected(units, base, *, skip_config=True):
-    return [(u.tag_type, u.timestamp - base, u.payload) for u in units if not (skip_config and u.config)]
+    return [(tag_type(u), u.ms - base, flv_body(u)) for u in units if not (skip_config and u.config)]
 
 
 def test_players_share_the_same_bytes_objects():
@@ -59,8 +71,8 @@ def test_players_share_the_same_bytes_objects():
     assert fan.shared_writes > 0
     for v in viewers:
         got = media(parse(v.transport.data()))
-        assert got[0][0] == 9 and got[0][2] == video_config().payload
-        assert got[2][2] == units[0].payload and got[2][1] == 0
+        assert got[0][0] == 9 and got[0][2] == flv_body(video_config())
+        assert got[2][2] == flv_body(units[0]) and got[2][1] == 0
 
 
 def test_mid_stream_joiner_timestamps_start_at_zero_and_follow_source_deltas():
@@ -75,13 +87,13 @@ def test_mid_stream_joiner_timestamps_start_at_zero_and_follow_source_deltas():
     assert late.state == ACTIVE
     gop, base = s.start_entries()
     gop_units = [e.unit for e in gop]
-    assert 0 < base <= gop_units[0].timestamp
+    assert 0 < base <= gop_units[0].ms
     feed(s, units[700:])
     msgs = parse(late.transport.data())
     assert {m.stream_id for m in msgs} == {3}
     got = media(msgs)
     configs = got[:2]
-    assert [c[2] for c in configs] == [video_config().payload, audio_config().payload]
+    assert [c[2] for c in configs] == [flv_body(video_config()), flv_body(audio_config())]
     tail = units[units.index(gop_units[0]):]
     assert got[2:] == expected(tail, base)
     assert min(t for _, t, _ in got[2:]) == 0
@@ -112,10 +124,10 @@ def test_slow_player_skips_to_keyframe_then_resyncs_with_format_0():
     assert slow.state == ACTIVE
     assert len(slow.transport.writes) > paused_at
     got = media(parse(slow.transport.data()))  # parses: every resumed csid restarted with fmt 0
-    by_payload = {u.payload: u for u in units}
+    by_payload = {flv_body(u): u for u in units}
     # every message it got carries the source timestamp minus its base (0), gap or not
     live = [g for g in got if g[2] in by_payload and not by_payload[g[2]].config]
-    assert all(t == by_payload[p].timestamp for _, t, p in live)
+    assert all(t == by_payload[p].ms for _, t, p in live)
     # after the gap it resumed exactly at a keyframe
     idx = [units.index(by_payload[p]) for _, _, p in live]
     gap = next(i for i in range(1, len(idx)) if idx[i] != idx[i - 1] + 1)
@@ -131,7 +143,7 @@ def test_player_behind_too_long_is_closed():
     fan.add(stuck)
     units = av_stream(0, 20)
     for i, u in enumerate(units):
-        clock.now = 1000 + u.timestamp / 1000
+        clock.now = 1000 + u.ms / 1000
         s.write(u)
         if i % 3 == 2:
             s.flush()

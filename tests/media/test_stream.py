@@ -6,8 +6,7 @@ import pytest
 
 from media.hub.fanout import ACTIVE
 from media.hub.stream import Stream, StreamClosed
-from media.hub.unit import TAG_AUDIO, TAG_VIDEO
-from media.writers.rtmp import RtmpFanout, RtmpViewer
+from rtmp.from_hub import RtmpFanout, RtmpViewer
 
 from .conftest import FakeTransport, audio, audio_config, av_stream, cfg, metadata, video, video_config
 
@@ -22,15 +21,15 @@ def test_gop_cache_holds_units_since_last_keyframe():
     s.write(audio(5))
     s.write(video(33))
     gop, base = s.start_entries()
-    assert [e.unit.timestamp for e in gop] == [0, 5, 33]
+    assert [e.unit.ms for e in gop] == [0, 5, 33]
     assert base == 0
     s.write(video(1000, key=True))
     s.write(audio(990))  # audio slightly behind the keyframe
     gop, base = s.start_entries()
-    assert [e.unit.timestamp for e in gop] == [1000, 990]
+    assert [e.unit.ms for e in gop] == [1000, 990]
     assert base == 990  # nobody's timestamps go negative
     assert s.metadata is not None and s.video_config is not None and s.audio_config is not None
-    assert [e.unit.tag_type for e in s.configs()] == [18, TAG_VIDEO, TAG_AUDIO]
+    assert [e.unit.kind for e in s.configs()] == ["data", "video", "audio"]
 
 
 def test_gop_cache_is_bounded():
@@ -55,13 +54,13 @@ def test_audio_only_stream_starts_at_any_audio_unit():
     s.write(audio(0))
     s.write(audio(23))
     gop, base = s.start_entries()
-    assert [e.unit.timestamp for e in gop] == [23]
+    assert [e.unit.ms for e in gop] == [23]
     assert not s.has_video
     # once video shows up, audio no longer starts a GOP
     s.write(video(40, key=True))
     s.write(audio(46))
     gop, _ = s.start_entries()
-    assert [e.unit.timestamp for e in gop] == [40, 46]
+    assert [e.unit.ms for e in gop] == [40, 46]
 
 
 def test_timestamps_made_monotonic_per_track():
@@ -71,8 +70,10 @@ def test_timestamps_made_monotonic_per_track():
     s.write(video(133))
     s.write(audio(50))
     s.write(audio(70))
-    deltas = [(e.unit.tag_type, e.ts, e.delta) for e in s.gop]
-    assert deltas == [(9, 100, None), (9, 100, 0), (9, 133, 33), (8, 50, None), (8, 70, 20)]
+    deltas = [(e.unit.kind, e.ts, e.delta) for e in s.gop]
+    assert deltas == [("video", 100, None), ("video", 100, 0), ("video", 133, 33),
+                      ("audio", 50, None), ("audio", 70, 20)]
+    assert s.gop[1].unit.dts == 100 * 90, "the clamped dts is what every reader gets"
 
 
 def test_counters_and_close():

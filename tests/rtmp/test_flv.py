@@ -6,9 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rtmp.codec import amf0
-from rtmp.codec.errors import RemoteProtocolError
-from rtmp.codec.flv import (
+from media.codecs.errors import MalformedData
+from media.codecs.flv import (
     FLV_HEADER_AUDIO_VIDEO,
     AudioInfo,
     FlvReader,
@@ -24,6 +23,7 @@ from rtmp.codec.flv import (
     parse_avc_sps_size,
     parse_video,
 )
+from rtmp.codec import amf0
 
 
 def ffmpeg_flv(width, height):
@@ -129,7 +129,7 @@ def test_audio():
     ],
 )
 def test_malformed(call):
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(MalformedData):
         call()
 
 

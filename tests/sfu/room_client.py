@@ -53,8 +53,8 @@ class RoomClient:
         await self.ws.send(json.dumps({"type": kind, "id": request_id, **fields}))
         return await asyncio.wait_for(future, 20)
 
-    async def join(self) -> dict:
-        reply = await self.request("rtc:join")
+    async def join(self, **fields) -> dict:
+        reply = await self.request("rtc:join", **fields)
         if reply["type"] == "rtc:joined":
             self.peer_id = reply["data"]["peerId"]
         return reply

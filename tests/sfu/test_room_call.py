@@ -1,10 +1,13 @@
-"""The sources' 4-person call over the room socket: everyone publishes and receives the 3 others."""
+"""The sources' 4-person call over the room socket: everyone publishes and receives the 3 others.
+
+The callers are logged-in users the room's owner invited (`PATCH /api/v1/live/{room_id}`); a
+logged-in stranger is refused, and a peer's name is its username whatever displayName it sends."""
 from __future__ import annotations
 
 import asyncio
 import json
 
-from tests.support.api import register
+from tests.support.api import api, register
 
 from .room_client import RoomClient
 
@@ -13,18 +16,25 @@ def _stats(service) -> dict:
     return json.loads(service.get("/api/v1/rtc/stats")[1])["data"]
 
 
-async def test_four_peers_and_a_fifth_refused(service, room):
+async def test_four_peers_and_a_fifth_refused(service, owner, room):
     public_id = room["room"]["room_id"]
     ws = f"ws://127.0.0.1:{service.port}/api/v1/live/ws?room_id={public_id}&role=viewer"
     tokens = [register(service, f"caller{i}") for i in range(5)]
+    status, body = api(service, f"/api/v1/live/{public_id}", {"call_invitees": [f"caller{i}" for i in range(5)]},
+                       owner, method="PATCH")
+    assert status == 200 and body["data"]["call_access"] == "invited", body
+    stranger = RoomClient(ws, register(service, "stranger"))
     clients = [RoomClient(ws, token) for token in tokens]
-    for client in clients:
+    for client in [*clients, stranger]:
         await client.__aenter__()
     try:
-        for client in clients[:4]:
-            reply = await client.join()
+        refused = await stranger.join()
+        assert refused["type"] == "error" and refused["data"]["code"] == "not_invited", refused
+        for i, client in enumerate(clients[:4]):
+            reply = await client.join(displayName="sfu-owner")  # tries to pass for the owner
             assert reply["type"] == "rtc:joined", reply
             assert reply["data"]["maxPeers"] == 4
+            assert sorted(p["user"] for p in reply["data"]["peers"]) == [f"caller{j}" for j in range(i)]
         refused = await clients[4].join()
         assert refused["type"] == "error" and refused["data"]["code"] == "room_full", refused
         assert "full" in refused["data"]["message"]
@@ -47,6 +57,8 @@ async def test_four_peers_and_a_fifth_refused(service, room):
             assert len(collector.frames) > 15, (me, other, len(collector.frames))
         kinds = {e["type"] for e in clients[0].events}
         assert {"rtc:peerJoined", "rtc:newProducer"} <= kinds, kinds
+        names = {e["data"]["user"] for e in clients[0].events if e["type"] == "rtc:peerJoined"}
+        assert names == {f"caller{i}" for i in range(4)}, names
         # one leaves: the others hear rtc:peerLeft and the fifth now fits
         leaving = clients[3].peer_id
         assert (await clients[3].request("rtc:leave"))["type"] == "rtc:left"
@@ -55,7 +67,7 @@ async def test_four_peers_and_a_fifth_refused(service, room):
         assert (await clients[4].join())["type"] == "rtc:joined"
         assert (await clients[0].request("rtc:createTransport"))["data"]["code"] == "not_supported"
     finally:
-        for client in clients:
+        for client in [*clients, stranger]:
             await client.__aexit__(None, None, None)
     for _ in range(40):
         if _stats(service)["peers"] == 0:

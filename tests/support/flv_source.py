@@ -6,8 +6,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from media.hub.unit import TAG_AUDIO, TAG_VIDEO, AccessUnit
-from rtmp.codec import flv
+from media.codecs import flv
+from media.codecs.flv_units import FlvUnits
+from media.hub.unit import AccessUnit
 
 from .procs import require_tool
 
@@ -27,12 +28,16 @@ def ffmpeg_flv(seconds: int = 10, size: str = "320x180", fps: int = 30, gop: int
 
 
 def access_units(data: bytes) -> list[AccessUnit]:
+    """The units an RTMP publisher of this FLV would write into the hub."""
     units = []
+    mapping = FlvUnits()
     for tag in flv.FlvReader().feed(data):
-        if tag.tag_type == TAG_VIDEO:
-            info = flv.parse_video(tag.payload)
-            units.append(AccessUnit(TAG_VIDEO, tag.timestamp, tag.payload, info.keyframe, info.is_sequence_header))
-        elif tag.tag_type == TAG_AUDIO:
-            info = flv.parse_audio(tag.payload)
-            units.append(AccessUnit(TAG_AUDIO, tag.timestamp, tag.payload, True, info.is_sequence_header))
+        if tag.tag_type == flv.TAG_VIDEO:
+            unit = mapping.video(tag.payload, tag.timestamp)
+        elif tag.tag_type == flv.TAG_AUDIO:
+            unit = mapping.audio(tag.payload, tag.timestamp)
+        else:
+            continue
+        if unit is not None:
+            units.append(unit)
     return units

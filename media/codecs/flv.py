@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .errors import LocalProtocolError, RemoteProtocolError
+from .errors import MalformedData
 
 TAG_AUDIO = 8
 TAG_VIDEO = 9
@@ -69,7 +69,7 @@ def _si24(data: bytes, pos: int) -> int:
 
 def _need(payload: bytes, n: int, what: str) -> None:
     if len(payload) < n:
-        raise RemoteProtocolError(f"{what} payload too short ({len(payload)} < {n} bytes)")
+        raise MalformedData(f"{what} payload too short ({len(payload)} < {n} bytes)")
 
 
 def parse_video(payload: bytes) -> VideoInfo:
@@ -123,14 +123,14 @@ def avc_decoder_config(payload: bytes) -> tuple[list[bytes], list[bytes], int]:
     """(sps_list, pps_list, nal_length_size) from an AVC sequence header tag body."""
     info = parse_video(payload)
     if info.codec != "h264" or not info.is_sequence_header:
-        raise RemoteProtocolError("not an AVC sequence header")
+        raise MalformedData("not an AVC sequence header")
     record = bytes(payload[5:])  # legacy and enhanced headers are both 5 bytes here
     if len(record) < 7 or record[0] != 1:
-        raise RemoteProtocolError("bad AVCDecoderConfigurationRecord")
+        raise MalformedData("bad AVCDecoderConfigurationRecord")
     nal_length_size = (record[4] & 0x03) + 1
     sps_list, pos = _read_nal_list(record, 6, record[5] & 0x1F)
     if pos >= len(record):
-        raise RemoteProtocolError("AVCDecoderConfigurationRecord lacks PPS count")
+        raise MalformedData("AVCDecoderConfigurationRecord lacks PPS count")
     pps_list, _ = _read_nal_list(record, pos + 1, record[pos])
     return sps_list, pps_list, nal_length_size
 
@@ -139,11 +139,11 @@ def _read_nal_list(record: bytes, pos: int, count: int) -> tuple[list[bytes], in
     items = []
     for _ in range(count):
         if pos + 2 > len(record):
-            raise RemoteProtocolError("truncated parameter set length")
+            raise MalformedData("truncated parameter set length")
         size = int.from_bytes(record[pos : pos + 2], "big")
         end = pos + 2 + size
         if end > len(record):
-            raise RemoteProtocolError("truncated parameter set")
+            raise MalformedData("truncated parameter set")
         items.append(record[pos + 2 : end])
         pos = end
     return items, pos
@@ -152,17 +152,17 @@ def _read_nal_list(record: bytes, pos: int, count: int) -> tuple[list[bytes], in
 def avc_to_annexb(payload_nalus: bytes, nal_length_size: int) -> bytes:
     """Length-prefixed NAL units (AVCC) to Annex B (start codes)."""
     if not 1 <= nal_length_size <= 4:
-        raise LocalProtocolError(f"NAL length size {nal_length_size} not in 1..4")
+        raise ValueError(f"NAL length size {nal_length_size} not in 1..4")
     data = memoryview(payload_nalus)
     parts: list = []
     pos = 0
     while pos < len(data):
         if pos + nal_length_size > len(data):
-            raise RemoteProtocolError("truncated NAL unit length")
+            raise MalformedData("truncated NAL unit length")
         size = int.from_bytes(data[pos : pos + nal_length_size], "big")
         pos += nal_length_size
         if pos + size > len(data):
-            raise RemoteProtocolError("truncated NAL unit")
+            raise MalformedData("truncated NAL unit")
         parts.append(b"\x00\x00\x00\x01")
         parts.append(data[pos : pos + size])
         pos += size
@@ -173,11 +173,11 @@ def aac_audio_specific_config(payload: bytes) -> bytes:
     """The AudioSpecificConfig from an AAC sequence header tag body."""
     info = parse_audio(payload)
     if info.codec != "aac" or not info.is_sequence_header:
-        raise RemoteProtocolError("not an AAC sequence header")
+        raise MalformedData("not an AAC sequence header")
     offset = 5 if payload[0] >> 4 == _AUDIO_EX_HEADER else 2
     config = bytes(payload[offset:])
     if len(config) < 2:
-        raise RemoteProtocolError("AudioSpecificConfig too short")
+        raise MalformedData("AudioSpecificConfig too short")
     return config
 
 
@@ -190,7 +190,7 @@ class _Bits:
 
     def u(self, n: int) -> int:
         if n > self.left:
-            raise RemoteProtocolError("truncated SPS")
+            raise MalformedData("truncated SPS")
         self.left -= n
         return (self.value >> self.left) & ((1 << n) - 1)
 
@@ -199,7 +199,7 @@ class _Bits:
         while self.u(1) == 0:
             zeros += 1
             if zeros > 31:
-                raise RemoteProtocolError("bad Exp-Golomb code in SPS")
+                raise MalformedData("bad Exp-Golomb code in SPS")
         return (1 << zeros) - 1 + self.u(zeros)
 
     def se(self) -> int:
@@ -282,7 +282,7 @@ FLV_HEADER_AUDIO_VIDEO = flv_header(audio=True, video=True)
 def flv_tag_header(tag_type: int, timestamp: int, size: int) -> bytes:
     """The 11-byte tag header (so a body can be shared between writers)."""
     if size > 0xFFFFFF:
-        raise LocalProtocolError("FLV tag body larger than 16 MiB - 1")
+        raise ValueError("FLV tag body larger than 16 MiB - 1")
     timestamp &= 0xFFFFFFFF
     return struct.pack(
         ">BHBHBBHB",
@@ -338,12 +338,12 @@ class FlvReader:
     def _read_header(self) -> int:
         buf = self._buf
         if buf[:3] != b"FLV"[: len(buf[:3])]:
-            raise RemoteProtocolError("not an FLV stream")
+            raise MalformedData("not an FLV stream")
         if len(buf) < 9:
             return 0
         offset = int.from_bytes(buf[5:9], "big")
         if not 9 <= offset <= 1024:
-            raise RemoteProtocolError(f"bad FLV header size {offset}")
+            raise MalformedData(f"bad FLV header size {offset}")
         if len(buf) < offset + 4:
             return 0
         self.has_audio, self.has_video = bool(buf[4] & 0x04), bool(buf[4] & 0x01)

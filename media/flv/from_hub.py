@@ -3,18 +3,19 @@
 An FLV tag header holds an absolute timestamp, so viewers are grouped by their time base (the
 start of the GOP they joined at): each group's tags are framed once per batch, wrapped in one
 HTTP chunk, and the same bytes object is written to every viewer of the group. Tag bodies and
-previous-tag-size trailers are shared by all groups (``Entry.flv_tail``).
+previous-tag-size trailers are shared by all groups (``Entry.flv`` and ``Entry.flv_tail``, built
+once per entry from the unit by ``media.codecs.flv_units``); a unit FLV cannot carry is left out,
+and the FLV header announces only the tracks FLV carries.
 """
 
 from __future__ import annotations
 
 import struct
 
-from rtmp.codec.flv import flv_header, flv_tag_header
-
-from ..hub.fanout import ACTIVE, PAUSED, Fanout, Viewer
-from ..hub.stream import Entry
-from ..hub.unit import TAG_DATA
+from media.codecs.flv import flv_header, flv_tag_header
+from media.codecs.flv_units import TAG_TYPE, carries, tag_body
+from media.hub.fanout import ACTIVE, PAUSED, Fanout, Viewer
+from media.hub.stream import Entry
 
 _U32 = struct.Struct(">I")
 CHUNKED_END = b"0\r\n\r\n"
@@ -31,23 +32,27 @@ def http_chunk(parts: list[bytes]) -> bytes:
 def _tail(e: Entry) -> bytes:
     t = e.flv_tail
     if t is None:
-        t = e.flv_tail = _U32.pack(11 + len(e.unit.payload))
+        t = e.flv_tail = _U32.pack(11 + len(tag_body(e)))
     return t
 
 
 def tag_parts(entries: list[Entry], base: int, out: list[bytes]) -> None:
     """Append the FLV tags of ``entries`` with timestamps measured from ``base``."""
     for e in entries:
-        u = e.unit
-        p = u.payload
+        p = tag_body(e)
+        if not p:
+            continue
         ts = e.ts - base
-        out.append(flv_tag_header(u.tag_type, ts if ts > 0 else 0, len(p)))
+        out.append(flv_tag_header(TAG_TYPE[e.unit.kind], ts if ts > 0 else 0, len(p)))
         out.append(p)
         out.append(_tail(e))
 
 
-def _tag(tag_type: int, ts: int, payload: bytes) -> list[bytes]:
-    return [flv_tag_header(tag_type, ts, len(payload)), payload, _U32.pack(11 + len(payload))]
+def _tag(e: Entry, ts: int) -> list[bytes]:
+    payload = tag_body(e)
+    if not payload:
+        return []
+    return [flv_tag_header(TAG_TYPE[e.unit.kind], ts, len(payload)), payload, _U32.pack(11 + len(payload))]
 
 
 class FlvViewer(Viewer):
@@ -108,12 +113,12 @@ class FlvFanout(Fanout):
         stream = self.stream
         parts: list[bytes] = []
         if header:
-            parts.append(flv_header(audio=stream.has_audio, video=stream.has_video))
+            parts.append(flv_header(audio=carries(stream.audio_codec), video=carries(stream.video_codec)))
         if metadata and stream.metadata is not None:
-            parts += _tag(TAG_DATA, 0, stream.metadata.unit.payload)
+            parts += _tag(stream.metadata, 0)
         for cfg in (stream.video_config, stream.audio_config):
             if cfg is not None:
-                parts += _tag(cfg.unit.tag_type, ts, cfg.unit.payload)
+                parts += _tag(cfg, ts)
         return parts
 
     def start_bytes(self, viewer: FlvViewer, gop: list[Entry], base: int) -> bytes:  # type: ignore[override]

@@ -1,0 +1,1 @@
+"""HTTP-FLV: hub readers served by the media HTTP server (`/flv/{room}.flv`)."""
