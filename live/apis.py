@@ -124,7 +124,12 @@ class RoomDetailApi(APIView):
         if room is None:
             raise NotFound("room not found")
         is_owner = request.user is not None and request.user.pk == room.owner_id
-        return ok((RoomOwnerOutput if is_owner else RoomOutput)(room).data)
+        data = (RoomOwnerOutput if is_owner else RoomOutput)(room).data
+        if room.is_live:
+            # What the media node says the stream carries, and what does not play where (e.g. AAC
+            # over WebRTC before the transcoding bridge).
+            data["media"] = selectors.stream_media_get(public_id=public_id)
+        return ok(data)
 
     @extend_schema(request=RoomCallAccessInput, responses={200: _envelope("RoomCallAccess", RoomOwnerOutput())},
                    description="Who may join the room's call. Only the owner may change it.")

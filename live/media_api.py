@@ -28,6 +28,7 @@ __all__ = [
     "publish_authorize",
     "publish_ended",
     "sessions_close_orphaned",
+    "stream_described",
     "viewers_changed",
 ]
 
@@ -105,6 +106,16 @@ async def viewers_changed(*, public_id: str, count: int, source: str = "hub") ->
     if not total:
         _viewers_by_source.pop(public_id, None)
     await room_event_send(public_id, "viewers", {"room_id": public_id, "count": total})
+
+
+STREAM_MEDIA_TTL = 30  # s; the media node refreshes it while the stream is live
+
+
+async def stream_described(*, public_id: str, media: dict) -> None:
+    """The media node's description of a live stream (codecs, notes), for the room's API detail."""
+    from django.core.cache import cache
+
+    await cache.aset(selectors.stream_media_key(public_id), media, STREAM_MEDIA_TTL)
 
 
 async def sessions_close_orphaned() -> int:

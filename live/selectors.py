@@ -56,3 +56,14 @@ def users_get_by_usernames(*, usernames: list[str]) -> tuple[list[AbstractBaseUs
     wanted = list(dict.fromkeys(usernames))
     found = {u.get_username(): u for u in get_user_model().objects.filter(username__in=wanted)}
     return [found[name] for name in wanted if name in found], [name for name in wanted if name not in found]
+
+
+def stream_media_key(public_id: str) -> str:
+    return f"live:media:{public_id}"
+
+
+def stream_media_get(*, public_id: str) -> dict | None:
+    """The live stream's media as its node last reported it (codecs, notes), or None."""
+    from django.core.cache import cache
+
+    return cache.get(stream_media_key(public_id))

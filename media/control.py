@@ -32,6 +32,8 @@ class ControlPlane:
     play_authorize: Callable[..., Awaitable[bool]] | None = None
     # registers the MediaControl implementation (staff drops); returns a task or None
     media_control_register: Callable[[Any], Any] | None = None
+    # async (*, public_id, media) -> None; what a live stream carries, when it changes and every 10 s
+    stream_described: Callable[..., Awaitable[None]] | None = None
 
     @classmethod
     def from_live(cls) -> ControlPlane:
@@ -44,6 +46,7 @@ class ControlPlane:
             publish_refused=media_api.PublishRefused,
             play_authorize=media_api.play_authorize,
             media_control_register=media_api.media_control_register,
+            stream_described=media_api.stream_described,
         )
 
 

@@ -13,7 +13,15 @@ aiortc decodes everything it receives; the SFU forwards encoded frames instead. 
   the frame is packetized once for all subscribers (`Packetizer`), each subscriber only builds its
   headers, SRTP-protects and sends the frame in one `sendmsg` (sfu/udpsend.py). `_retransmit` (NACK)
   reads the output's history; RTCP sender reports read the counters the output keeps up to date.
-- `codec_capabilities`: the capability (and RTX) to give `RTCRtpTransceiver.setCodecPreferences`.
+- `receiver_on_sender_report`: the publisher's RTCP sender reports (NTP time <-> RTP time of each
+  track), for one clock across its audio and video (`RTCRtpReceiver._handle_rtcp_packet`).
+- `codec_capabilities`: the capability (and RTX) to give `RTCRtpTransceiver.setCodecPreferences`;
+  `negotiated_codec` reads what a transceiver negotiated (`RTCRtpTransceiver._codecs`);
+  `common_codecs` is aiortc's own match of an offer against its codecs (`find_common_codecs`).
+- `h264_profiles_register`: aiortc knows H.264 only as Constrained Baseline / Baseline; add the
+  profiles an RTMP stream's SPS may say (Main, High, High 4:4:4) to `aiortc.codecs.CODECS`, so an
+  answer can carry the stream's real `profile-level-id`. Forwarding never decodes, so aiortc's
+  own decoder never sees them.
 - `ice_restrict`: aioice gathers host candidates from every interface but loopback; use only the
   configured addresses, shorten the consent-freshness timeout, and bind in a port range.
 
@@ -36,12 +44,14 @@ import aioice.ice
 import av
 from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.clock import current_ntp_time
-from aiortc.codecs import get_capabilities, get_encoder
+from aiortc.codecs import CODECS, get_capabilities, get_encoder
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcdtlstransport import State as DtlsState
-from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
+from aiortc.rtcpeerconnection import find_common_codecs
+from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.rtcrtpsender import RTP_HISTORY_SIZE, random_sequence_number
-from aiortc.rtp import HeaderExtensions, RtpPacket
+from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+from aiortc.rtp import HeaderExtensions, RtcpSrPacket, RtpPacket
 from aiortc.utils import random32, uint16_add, uint16_gt
 
 from .udpsend import send_burst
@@ -175,6 +185,55 @@ async def receiver_request_keyframe(receiver: RTCRtpReceiver, media_ssrc: int) -
 def sender_route_keyframe(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
     """A PLI or FIR from the subscriber calls `callback` (the sender itself has no encoder)."""
     sender._send_keyframe = callback  # type: ignore[method-assign]
+
+
+def receiver_on_sender_report(receiver: RTCRtpReceiver, callback: Callable[[int, int], None]) -> None:
+    """Call `callback(ntp_timestamp, rtp_timestamp)` (64-bit NTP, 32-bit RTP) for each RTCP SR."""
+    original = receiver._handle_rtcp_packet
+
+    async def handle(packet) -> None:
+        if isinstance(packet, RtcpSrPacket):
+            callback(packet.sender_info.ntp_timestamp, packet.sender_info.rtp_timestamp)
+        await original(packet)
+
+    receiver._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+
+# --- codecs ------------------------------------------------------------------------------------
+
+# profile-level-id of the H.264 profiles added to aiortc's own two (42001f, 42e01f).
+EXTRA_H264_PROFILES = ("4d001f", "64001f", "f4001f")  # Main, High, High 4:4:4 Predictive
+
+
+def h264_profiles_register() -> None:
+    """Add EXTRA_H264_PROFILES (each with RTX) to aiortc's codec table, once per process."""
+    video = CODECS["video"]
+    known = {c.parameters.get("profile-level-id") for c in video if c.mimeType == "video/H264"}
+    used = {c.payloadType for c in video} | {c.payloadType for c in CODECS["audio"]}
+    free = iter(pt for pt in range(103, 128) if pt not in used)
+    for profile_level_id in EXTRA_H264_PROFILES:
+        if profile_level_id in known:
+            continue
+        pt, rtx = next(free), next(free)
+        video.append(RTCRtpCodecParameters(
+            mimeType="video/H264", clockRate=90000, payloadType=pt,
+            rtcpFeedback=[RTCRtcpFeedback(type="nack"), RTCRtcpFeedback(type="nack", parameter="pli"),
+                          RTCRtcpFeedback(type="goog-remb")],
+            parameters={"level-asymmetry-allowed": "1", "packetization-mode": "1",
+                        "profile-level-id": profile_level_id}))
+        video.append(RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=rtx,
+                                           parameters={"apt": pt}))
+
+
+def common_codecs(kind: str, remote: list[RTCRtpCodecParameters]) -> list[RTCRtpCodecParameters]:
+    """The offer's codecs aiortc can take, in the offer's order (RTX excluded)."""
+    return [c for c in find_common_codecs(CODECS[kind], remote) if not c.mimeType.lower().endswith("/rtx")]
+
+
+def negotiated_codec(transceiver: RTCRtpTransceiver) -> RTCRtpCodecParameters | None:
+    """The codec a transceiver negotiated (the first of its common codecs), None before."""
+    codecs = transceiver._codecs
+    return codecs[0] if codecs else None
 
 
 def codec_capabilities(codec: RTCRtpCodecParameters) -> list[RTCRtpCodecCapability]:

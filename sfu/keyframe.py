@@ -1,26 +1,9 @@
-"""Keyframe detection on encoded frames, and the per-publisher PLI throttle."""
+"""The per-publisher PLI throttle."""
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Callable
-
-
-def is_keyframe(codec_name: str, data: bytes) -> bool:
-    """True for a VP8 key frame, an H.264 access unit with an IDR (or SPS), and any Opus frame."""
-    name = codec_name.lower()
-    if name == "vp8":
-        # RFC 6386 9.1: frame tag bit 0 is 0 for key frames, followed by the start code 9d 01 2a.
-        return len(data) >= 10 and not data[0] & 1 and data[3:6] == b"\x9d\x01\x2a"
-    if name == "h264":
-        start = data.find(b"\x00\x00\x01")
-        while start != -1 and start + 3 < len(data):
-            nal_type = data[start + 3] & 0x1F
-            if nal_type in (5, 7):
-                return True
-            start = data.find(b"\x00\x00\x01", start + 3)
-        return False
-    return True
 
 
 class KeyframeThrottle:

@@ -1,9 +1,12 @@
-"""The SFU's state in this process: rooms, their live publisher, viewers and call peers.
+"""The SFU's state in this process: rooms, their WebRTC publisher, viewers and call peers.
 
 A room has at most one *broadcast* publisher (WHIP, or the socket's `offer` from the owner): it
-opens the room's live session like RTMP does, and WHEP/socket viewers subscribe to it. A room also
-holds up to ROOM_MAX_PEERS *call peers* (`rtc:join`), each producing at most one audio+video
-stream and consuming the others' streams: one peer connection per direction per remote peer.
+opens the room's live session like RTMP does and is the source of the room's hub stream, the one
+RTMP, HTTP-FLV and HLS viewers read too. WHEP/socket viewers play the room's hub stream, whoever
+publishes it (an OBS stream over RTMP as well). A room also holds up to ROOM_MAX_PEERS *call
+peers* (`rtc:join`), each producing at most one audio+video stream and consuming the others':
+one peer connection per direction per remote peer; a peer's stream is a hub stream of its own
+(not in the registry, so not on RTMP/HLS), on the same unit and fan-out code.
 """
 from __future__ import annotations
 
@@ -17,7 +20,12 @@ from django.conf import settings
 
 from live import media_api
 from live.events import room_event_send
+from media.config import MediaConfig
+from media.control import normalize_end_reason
+from media.hub.registry import StreamAlreadyLive, StreamRegistry
+from media.hub.stream import Stream
 
+from .from_hub import stream_out
 from .sdp import SfuError
 from .session import PublisherSession, Session, SubscriberSession, publisher_open, subscriber_open
 from .stats import Samples
@@ -34,7 +42,7 @@ class CallPeer:
     consumers: dict[str, SubscriberSession] = field(default_factory=dict)  # producer peer id -> session
 
     def describe(self) -> dict:
-        kinds = sorted(self.producer.forwarders) if self.producer else []
+        kinds = sorted(self.producer.codecs) if self.producer else []
         return {"peerId": self.peer_id, "user": self.user,
                 "producers": [{"producerId": self.producer.id, "kinds": kinds}] if self.producer else []}
 
@@ -45,7 +53,6 @@ class RtcRoom:
     broadcast: PublisherSession | None = None
     grant: media_api.PublishGrant | None = None
     viewers: set[SubscriberSession] = field(default_factory=set)
-    peak_viewers: int = 0
     peers: dict[str, CallPeer] = field(default_factory=dict)
 
     @property
@@ -53,8 +60,20 @@ class RtcRoom:
         return self.broadcast is None and not self.viewers and not self.peers
 
 
+class BroadcastPublisher:
+    """The registry's handle on a WHIP publisher (staff drops)."""
+
+    def __init__(self, session: PublisherSession) -> None:
+        self.session = session
+
+    def drop(self, reason: str) -> None:
+        asyncio.ensure_future(self.session.close(normalize_end_reason(reason)))
+
+
 class Sfu:
-    def __init__(self) -> None:
+    def __init__(self, registry: StreamRegistry | None = None) -> None:
+        # The hub's registry: shared with the media plane when it runs in this process.
+        self.registry = registry if registry is not None else StreamRegistry(MediaConfig.from_env())
         self.rooms: dict[str, RtcRoom] = {}
         self.sessions: dict[str, Session] = {}
         self.counters: Counter[str] = Counter()
@@ -113,10 +132,17 @@ class Sfu:
             raise SfuError(401, "bad_key", "unknown or rotated stream key") from None
         room = self.room(public_id)
         try:
-            session, answer = await publisher_open(offer, on_closed=self._broadcast_closed, latency=self.latency)
+            session, answer = await publisher_open(offer, on_closed=self._broadcast_closed)
         except SfuError:
             await self._end_session(grant, "error", 0, 0)
             raise
+        try:
+            stream = self.registry.start(public_id, BroadcastPublisher(session), protocol="webrtc")
+        except StreamAlreadyLive:
+            await session.abort()
+            await self._end_session(grant, "error", 0, 0)
+            raise SfuError(409, "already_live", "this room already has a publisher") from None
+        session.attach(stream)
         room.broadcast, room.grant = session, grant
         session.room = room  # type: ignore[attr-defined]
         self._opened(session)
@@ -136,42 +162,44 @@ class Sfu:
         if room.broadcast is not session:
             return
         grant, room.broadcast, room.grant = room.grant, None, None
-        for viewer in list(room.viewers):
-            await viewer.close("publisher_left")
         ended = {"closed": "publisher_left", "timeout": "publisher_left"}.get(reason, reason)
+        stream = session.stream
+        peak = 0
+        if stream is not None:
+            self.registry.end(room.public_id, ended, stream=stream)  # every viewer, any protocol, ends
+            peak = stream.peak_viewers
         if grant is not None:
-            await self._end_session(grant, ended, session.bytes_received, room.peak_viewers)
-        room.peak_viewers = 0
+            await self._end_session(grant, ended, session.bytes_received, peak)
         self._forget_room_if_empty(room)
         log.info("sfu: %s WebRTC publisher gone (%s)", room.public_id, reason)
 
     async def view_start(self, public_id: str, offer: str) -> tuple[SubscriberSession, str]:
-        if not await media_api.play_authorize(public_id=public_id):
-            raise SfuError(404, "room_not_found", "room not found")
-        room = self.rooms.get(public_id)
-        if room is None or room.broadcast is None or room.broadcast.closed:
-            raise SfuError(404, "not_live", "this room has no WebRTC publisher now (try HLS or FLV)")
-        session, answer = await subscriber_open(offer, room.broadcast, on_closed=self._viewer_closed)
+        """Play the room's hub stream over WebRTC, whoever publishes it (RTMP or WebRTC).
+
+        A stream the registry holds is a live room's: no database round trip for it.
+        """
+        stream = self.registry.get(public_id)
+        if stream is None or stream.closed:
+            if not await media_api.play_authorize(public_id=public_id):
+                raise SfuError(404, "room_not_found", "room not found")
+            raise SfuError(404, "not_live", "this room is not live now")
+        await _first_media(stream)
+        session, answer = await subscriber_open(offer, stream_out(stream, self.latency),
+                                                on_closed=self._viewer_closed)
+        room = self.room(public_id)
         session.room = room  # type: ignore[attr-defined]
         room.viewers.add(session)
-        room.peak_viewers = max(room.peak_viewers, len(room.viewers))
         self._opened(session)
-        await self._viewers_report(room)
+        if stream.closed:  # it ended while we negotiated
+            await session.close("publisher_left")
+            raise SfuError(404, "not_live", "this room is not live now")
         return session, answer
 
     async def _viewer_closed(self, session: Session, reason: str) -> None:
         self._closed(session, reason)
         room: RtcRoom = session.room  # type: ignore[attr-defined]
         room.viewers.discard(session)  # type: ignore[arg-type]
-        if room.broadcast is not None:
-            await self._viewers_report(room)
         self._forget_room_if_empty(room)
-
-    async def _viewers_report(self, room: RtcRoom) -> None:
-        try:
-            await media_api.viewers_changed(public_id=room.public_id, count=len(room.viewers), source="sfu")
-        except Exception:
-            log.exception("sfu: viewers_changed failed")
 
     async def session_stop(self, session_id: str, kind: str) -> bool:
         session = self.sessions.get(session_id)
@@ -185,7 +213,7 @@ class Sfu:
         room = self.rooms.get(public_id)
         if room is None or room.broadcast is None:
             return False
-        await room.broadcast.close(reason)
+        await room.broadcast.close(normalize_end_reason(reason))
         return True
 
     # -- multi-party call: rtc:join / produce / consume / leave -----------------------------------
@@ -208,14 +236,18 @@ class Sfu:
 
         async def closed(session: Session, reason: str) -> None:
             self._closed(session, reason)
+            stream.close("publisher_left")  # its consumers' connections close with it
             if reason == "timeout":  # the producer vanished: the peer is gone
                 await self.peer_leave(room, peer, reason)
 
-        session, answer = await publisher_open(offer, on_closed=closed, latency=self.latency)
+        session, answer = await publisher_open(offer, on_closed=closed)
+        # A peer's stream is a hub stream of its own, outside the registry (calls are not broadcast).
+        stream = Stream(f"{room.public_id}/{peer.peer_id}", self.registry.config)
+        session.attach(stream)
         peer.producer = session
         self._opened(session)
         await room_event_send(room.public_id, "rtc:newProducer",
-                              {"peerId": peer.peer_id, "producerId": session.id, "kinds": sorted(session.forwarders)})
+                              {"peerId": peer.peer_id, "producerId": session.id, "kinds": sorted(session.codecs)})
         return session, answer
 
     async def peer_consume(self, room: RtcRoom, peer: CallPeer, producer_peer_id: str,
@@ -233,7 +265,10 @@ class Sfu:
             if reason == "timeout" and peer.peer_id in room.peers:
                 await self.peer_leave(room, peer, reason)
 
-        session, answer = await subscriber_open(offer, other.producer, on_closed=closed)
+        stream = other.producer.stream
+        if stream is None or stream.closed:
+            raise SfuError(404, "no_producer", "that peer is not in the room or produces nothing")
+        session, answer = await subscriber_open(offer, stream_out(stream, self.latency), on_closed=closed)
         peer.consumers[producer_peer_id] = session
         self._opened(session)
         return session, answer
@@ -252,6 +287,17 @@ class Sfu:
         await asyncio.gather(*(s.close("peer_left") for s in sessions), return_exceptions=True)
         await room_event_send(room.public_id, "rtc:peerLeft", {"peerId": peer.peer_id, "reason": reason})
         self._forget_room_if_empty(room)
+
+
+FIRST_MEDIA_WAIT = 3.0  # s a viewer of a just-started stream waits for its codecs to be known
+
+
+async def _first_media(stream: Stream) -> None:
+    """A stream that went live a moment ago may not have sent its codecs yet: wait a little."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FIRST_MEDIA_WAIT
+    while not stream.tracks() and not stream.closed and loop.time() < deadline:
+        await asyncio.sleep(0.05)
 
 
 _sfu: Sfu | None = None

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from aiortc import sdp as aiortc_sdp
-from aiortc.codecs import CODECS
-from aiortc.rtcpeerconnection import find_common_codecs
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+from .aiortc_hooks import common_codecs
 
 MAX_SDP = 64 * 1024
 
@@ -51,8 +51,7 @@ def offer_parse(text: object, *, sending: bool) -> aiortc_sdp.SessionDescription
 
 def codec_choose(media: aiortc_sdp.MediaDescription, preference: list[str]) -> RTCRtpCodecParameters:
     """The codec the publisher will send: the first of `preference` (names) both sides support."""
-    common = [c for c in find_common_codecs(CODECS[media.kind], media.rtp.codecs)
-              if not c.mimeType.lower().endswith("/rtx")]
+    common = common_codecs(media.kind, media.rtp.codecs)
     for name in preference:
         for codec in common:
             if codec.mimeType.split("/")[1].lower() == name.lower():

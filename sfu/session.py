@@ -1,7 +1,9 @@
-"""Peer connections in their SFU roles: a publisher (frames in) or a subscriber (frames out).
+"""Peer connections in their SFU roles: a publisher (a hub source) or a subscriber (a hub reader).
 
 Each is one aiortc RTCPeerConnection (BUNDLE: one ICE/DTLS transport) made from the client's offer;
-the server always answers and never offers, so there is no glare and no renegotiation.
+the server always answers and never offers, so there is no glare and no renegotiation. A publisher's
+frames go into a hub stream (`sfu/to_hub.py`); a subscriber plays any hub stream, whoever publishes
+it (`sfu/from_hub.py`).
 """
 from __future__ import annotations
 
@@ -12,20 +14,26 @@ import secrets
 from collections.abc import Awaitable, Callable
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.sdp import candidate_from_sdp
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.sdp import candidate_from_sdp, parse_h264_profile_level_id
 from django.conf import settings
+
+from media.hub.stream import Stream
 
 from .aiortc_hooks import (
     codec_capabilities,
+    common_codecs,
+    negotiated_codec,
     receiver_forward,
+    receiver_on_sender_report,
     receiver_request_keyframe,
     sender_forward,
     sender_route_keyframe,
 )
-from .forwarder import SubscriberTrack, TrackForwarder
+from .from_hub import StreamOut, SubscriberTrack, TrackOut
 from .keyframe import KeyframeThrottle
 from .sdp import SfuError, codec_choose, offer_parse
-from .stats import Samples
+from .to_hub import WebRtcSource
 
 log = logging.getLogger(__name__)
 
@@ -116,39 +124,48 @@ class Session:
 
 
 class PublisherSession(Session):
-    """Receives a client's media; one TrackForwarder per track fans it out."""
+    """Receives a client's media into a hub stream (`attach` it once the stream is open)."""
 
     kind = "publisher"
 
     def __init__(self, pc: RTCPeerConnection, on_closed: Closed | None = None) -> None:
         super().__init__(pc, on_closed)
-        self.forwarders: dict[str, TrackForwarder] = {}
         self._throttles: list[KeyframeThrottle] = []
+        self.source = WebRtcSource(self._request_keyframe)
+        self.codecs: dict[str, str] = {}  # kind -> negotiated mime type
+
+    def _request_keyframe(self) -> None:
+        for throttle in self._throttles:
+            throttle.request()
+
+    @property
+    def stream(self) -> Stream | None:
+        return self.source.stream
+
+    def attach(self, stream: Stream) -> None:
+        self.source.attach(stream)
 
     @property
     def bytes_received(self) -> int:
-        return sum(f.bytes for f in self.forwarders.values())
-
-    @property
-    def codecs(self) -> dict[str, str]:
-        return {kind: f.codec.mimeType for kind, f in self.forwarders.items()}
+        return self.source.bytes_received
 
     def _release(self) -> None:
+        self.source.close()
         for throttle in self._throttles:
             throttle.close()
-        for forwarder in self.forwarders.values():
-            forwarder.end()
 
 
 class SubscriberSession(Session):
-    """Sends one publisher's media to a client, packetized per subscriber, never re-encoded."""
+    """Sends one hub stream's media to a client, packetized per stream, never re-encoded."""
 
     kind = "subscriber"
 
-    def __init__(self, pc: RTCPeerConnection, source: PublisherSession, on_closed: Closed | None = None) -> None:
+    def __init__(self, pc: RTCPeerConnection, source: StreamOut, on_closed: Closed | None = None) -> None:
         super().__init__(pc, on_closed)
         self.source = source
         self.tracks: list[SubscriberTrack] = []
+        # What this viewer does not get as the stream has it (a track WebRTC cannot carry, a label).
+        self.notes: list[str] = []
 
     def on_connected(self) -> None:
         for track in self.tracks:
@@ -156,6 +173,7 @@ class SubscriberSession(Session):
                 track.request_keyframe()
 
     def _release(self) -> None:
+        self.source.sessions.discard(self)
         for track in self.tracks:
             track.source.unsubscribe(track)
 
@@ -174,24 +192,25 @@ async def _negotiate(session: Session, offer_text: str, what: str) -> str:
     return announce(pc.localDescription.sdp)
 
 
-def _attach_forwarder(session: PublisherSession, transceiver, latency: Samples | None) -> None:
+def _attach_source(session: PublisherSession, transceiver) -> None:
     receiver = transceiver.receiver
+    codec = negotiated_codec(transceiver)
     buffer = None
 
     def send_pli() -> None:
         if buffer is not None and buffer.ssrc is not None and not session.closed:
             asyncio.ensure_future(receiver_request_keyframe(receiver, buffer.ssrc))
 
-    throttle = KeyframeThrottle(send_pli, interval=settings.RTC_KEYFRAME_INTERVAL)
-    forwarder = TrackForwarder(transceiver.kind, transceiver._codecs[0], throttle.request, latency)
-    buffer = receiver_forward(receiver, forwarder.on_frame)
-    session.forwarders[transceiver.kind] = forwarder
-    session._throttles.append(throttle)
+    track = session.source.track(transceiver.kind, codec.mimeType.split("/")[1], codec.clockRate)
+    if transceiver.kind == "video":
+        session._throttles.append(KeyframeThrottle(send_pli, interval=settings.RTC_KEYFRAME_INTERVAL))
+    buffer = receiver_forward(receiver, track.on_frame)
+    receiver_on_sender_report(receiver, track.sender_report)
+    session.codecs[transceiver.kind] = codec.mimeType
 
 
-async def publisher_open(offer_text: str, *, on_closed: Closed | None = None,
-                         latency: Samples | None = None) -> tuple[PublisherSession, str]:
-    """Answer a publisher's offer; frames then flow into `session.forwarders`."""
+async def publisher_open(offer_text: str, *, on_closed: Closed | None = None) -> tuple[PublisherSession, str]:
+    """Answer a publisher's offer; frames flow into the hub stream given to `session.attach`."""
     offer = offer_parse(offer_text, sending=True)
     preference = {"video": settings.RTC_VIDEO_CODECS, "audio": settings.RTC_AUDIO_CODECS}
     chosen = {m.kind: codec_choose(m, preference[m.kind]) for m in offer.media if m.kind in preference}
@@ -202,9 +221,9 @@ async def publisher_open(offer_text: str, *, on_closed: Closed | None = None,
             pc.addTransceiver(kind, direction="recvonly").setCodecPreferences(codec_capabilities(codec))
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_text, type="offer"))
         for transceiver in pc.getTransceivers():
-            if transceiver.mid is None or not transceiver._codecs:
+            if transceiver.mid is None or negotiated_codec(transceiver) is None:
                 continue
-            _attach_forwarder(session, transceiver, latency)
+            _attach_source(session, transceiver)
         await pc.setLocalDescription(await pc.createAnswer())
         answer = announce(pc.localDescription.sdp)
     except SfuError:
@@ -217,32 +236,87 @@ async def publisher_open(offer_text: str, *, on_closed: Closed | None = None,
     return session, answer
 
 
-async def subscriber_open(offer_text: str, source: PublisherSession, *,
+def _real_profile(answer: str, codec: RTCRtpCodecParameters, want: RTCRtpCodecParameters) -> str:
+    """Put the stream's own profile-level-id (its SPS's level too) in the answer's fmtp line."""
+    chosen = codec.parameters.get("profile-level-id")
+    real = want.parameters.get("profile-level-id")
+    if not chosen or not real or chosen == real or _h264_profile(codec) != _h264_profile(want):
+        return answer
+    return re.sub(rf"(a=fmtp:{codec.payloadType} [^\r\n]*profile-level-id=){chosen}", rf"\g<1>{real}", answer)
+
+
+def _answer_codec(out: TrackOut, media) -> tuple[RTCRtpCodecParameters, str]:
+    """The offer's codec to send `out` as, and a note when it is not the stream's own label.
+
+    H.264: the offer's entry of the stream's profile (from its SPS); else Constrained Baseline,
+    which every browser offers and whose decoder plays Main and High streams without B-frames too
+    (the anchors all do this); else the offer lacks H.264 with packetization-mode 1: refused.
+    """
+    want = out.codec
+    offered = [c for c in common_codecs(media.kind, media.rtp.codecs) if c.mimeType.lower() == want.mimeType.lower()]
+    if want.mimeType.lower() != "video/h264":
+        if offered:
+            return offered[0], ""
+    else:
+        profile = want.parameters["profile-level-id"]
+        candidates = [c for c in offered if str(c.parameters.get("packetization-mode")) == "1"]
+        for codec in candidates:
+            if _h264_profile(codec) == _h264_profile(want):
+                return codec, ""
+        for codec in candidates:
+            if str(codec.parameters.get("profile-level-id")).lower() == "42e01f":
+                return codec, f"H.264 profile-level-id {profile} sent labelled 42e01f (the offer lacks {profile})"
+    raise SfuError(400, "no_usable_codec",
+                   f"the stream's {media.kind} is {_describe(want)}, which the offer lacks")
+
+
+def _h264_profile(codec: RTCRtpCodecParameters):
+    try:
+        return parse_h264_profile_level_id(str(codec.parameters.get("profile-level-id", "42e01f")))[0]
+    except ValueError:
+        return None
+
+
+def _describe(codec: RTCRtpCodecParameters) -> str:
+    profile = codec.parameters.get("profile-level-id")
+    return f"{codec.mimeType} (profile-level-id {profile}, packetization-mode 1)" if profile else codec.mimeType
+
+
+async def subscriber_open(offer_text: str, source: StreamOut, *,
                           on_closed: Closed | None = None) -> tuple[SubscriberSession, str]:
-    """Answer a subscriber's (recvonly) offer with `source`'s tracks, in the publisher's codecs."""
+    """Answer a subscriber's (recvonly) offer with the tracks of `source`'s stream."""
     offer = offer_parse(offer_text, sending=False)
     pc = _peer_connection()
     session = SubscriberSession(pc, source, on_closed)
     try:
+        chosen = []
+        for kind, codec_name in source.missing().items():
+            session.notes.append(f"{kind} {codec_name} does not play over WebRTC yet (it needs transcoding): "
+                                 f"play HLS or HTTP-FLV for it")
         for media in offer.media:
-            forwarder = source.forwarders.get(media.kind)
-            if forwarder is None or forwarder.ended:
+            out = source.track(media.kind)
+            if out is None or out.ended:
                 continue
-            wanted = codec_capabilities(forwarder.codec)
-            if not any(c.mimeType.lower() == wanted[0].mimeType.lower() for c in media.rtp.codecs):
-                raise SfuError(400, "no_usable_codec",
-                               f"the stream's {media.kind} is {forwarder.codec.mimeType}, which the offer lacks")
-            track = forwarder.subscribe()
+            codec, label = _answer_codec(out, media)
+            chosen.append((codec, out.codec))
+            if label:
+                session.notes.append(label)
+                log.info("sfu: %s viewer: %s", source.stream.public_id, label)
+            track = out.subscribe()
             session.tracks.append(track)
             transceiver = pc.addTransceiver(track, direction="sendonly")
-            transceiver.setCodecPreferences(wanted)
+            transceiver.setCodecPreferences(codec_capabilities(codec))
             sender_route_keyframe(transceiver.sender, track.request_keyframe)
             sender_forward(transceiver.sender, track.attach)
         if not session.tracks:
-            have = ", ".join(sorted(source.forwarders)) or "nothing"
-            raise SfuError(400, "no_usable_media", f"the offer asks for no track this stream has ({have})")
+            have = ", ".join(f"{k} {c}" for k, c in source.stream.tracks().items()) or "nothing yet"
+            raise SfuError(400, "no_usable_media",
+                           f"nothing in this stream plays over WebRTC without transcoding (it has {have})")
         answer = await _negotiate(session, offer_text, "play")
+        for codec, want in chosen:
+            answer = _real_profile(answer, codec, want)
     except SfuError:
         await session.abort()
         raise
+    source.sessions.add(session)
     return session, answer

@@ -105,7 +105,10 @@ async def on_offer(consumer, message: dict) -> dict:
     else:
         session, answer = await sfu.view_start(consumer.room_id, sdp)
     state["sessions"][session.id] = session
-    return _reply(message, "answer", {"sdp": answer, "session_id": session.id})
+    data = {"sdp": answer, "session_id": session.id}
+    if getattr(session, "notes", None):
+        data["notes"] = session.notes  # e.g. AAC audio does not play over WebRTC yet
+    return _reply(message, "answer", data)
 
 
 @handles_errors
@@ -157,7 +160,7 @@ async def on_produce(consumer, message: dict) -> dict:
     state = _joined(consumer)
     session, answer = await sfu_get().peer_produce(state["room"], state["peer"], _field(message, "sdp"))
     return _reply(message, "rtc:produced", {"sdp": answer, "producerId": session.id,
-                                            "kinds": sorted(session.forwarders)})
+                                            "kinds": sorted(session.codecs)})
 
 
 @handles_errors

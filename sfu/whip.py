@@ -28,7 +28,7 @@ def _cors(response: HttpResponse, methods: str) -> HttpResponse:
     response["Access-Control-Allow-Origin"] = "*"
     response["Access-Control-Allow-Methods"] = methods
     response["Access-Control-Allow-Headers"] = "Authorization, Content-Type, If-Match"
-    response["Access-Control-Expose-Headers"] = "Location, Link, ETag, Accept-Patch"
+    response["Access-Control-Expose-Headers"] = "Location, Link, ETag, Accept-Patch, X-Stream-Notes"
     return response
 
 
@@ -52,7 +52,7 @@ def _offer(request: HttpRequest) -> str:
         raise SfuError(400, "bad_sdp", "the SDP offer is not UTF-8") from None
 
 
-def _created(kind: str, public_id: str, session_id: str, answer: str) -> HttpResponse:
+def _created(kind: str, public_id: str, session_id: str, answer: str, notes: list[str]) -> HttpResponse:
     response = HttpResponse(answer, status=201, content_type=SDP)
     response["Location"] = f"/{kind}/{public_id}/{session_id}"
     response["ETag"] = f'"{session_id}"'
@@ -60,6 +60,8 @@ def _created(kind: str, public_id: str, session_id: str, answer: str) -> HttpRes
     links = link_headers(ice_servers())
     if links:
         response["Link"] = ", ".join(links)
+    if notes:  # what this viewer does not get as the stream has it (e.g. AAC audio over WebRTC)
+        response["X-Stream-Notes"] = "; ".join(notes)
     return _cors(response, "POST, OPTIONS")
 
 
@@ -90,7 +92,7 @@ async def _offer_view(request: HttpRequest, kind: str, public_id: str, start) ->
         session, answer = await start(_offer(request))
     except SfuError as error:
         return _error(error, methods)
-    return _created(kind, public_id, session.id, answer)
+    return _created(kind, public_id, session.id, answer, getattr(session, "notes", []))
 
 
 @csrf_exempt

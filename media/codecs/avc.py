@@ -162,7 +162,7 @@ def decoder_config_build(sps: Sequence[bytes], pps: Sequence[bytes]) -> bytes:
     """An AVCDecoderConfigurationRecord with 4-byte NAL lengths, for FLV sequence headers and MP4 avcC.
 
     Profile, compatibility and level come from the first SPS. For profile_idc 100/110/122/144 the
-    chroma format / bit depth extension (with no SPS extensions) follows, as ISO/IEC 14496-15 requires.
+    chroma format / bit depth extension (no SPS extensions) follows, byte for byte as FFmpeg writes it.
     """
     if not 1 <= len(sps) <= 31:
         raise ValueError(f"need 1..31 SPS, got {len(sps)}")

@@ -25,6 +25,7 @@ from media.hub.unit import AUDIO, TIME_BASE, VIDEO, AccessUnit
 log = logging.getLogger(__name__)
 
 TICK = Fraction(1, TIME_BASE)
+CODECS = frozenset({"h264", "aac"})  # what the MPEG-TS segments carry here (the rest needs transcoding)
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 # Without an audio sequence header after this many video frames, the stream is video-only.
 _AUDIO_WAIT_FRAMES = 60

@@ -58,6 +58,9 @@ class Sink(Protocol):
 
     def stream_ended(self, reason: str) -> None: ...
 
+    @property
+    def viewer_count(self) -> int: ...
+
 
 class Entry:
     """One written unit plus what the hub derived from it once.
@@ -66,21 +69,21 @@ class Entry:
     and ``delta`` the step in ms from the previous entry of the same kind (None for the first
     one, and always for data). The other slots are framing caches that the protocol edges fill
     once per entry and share between their viewers: ``flv`` (the FLV tag body, b"" when FLV
-    cannot carry the codec), ``rtmp`` (format-1 chunks), ``flv_tail`` (previous-tag size) and
-    ``rtp`` (RTP payloads).
+    cannot carry the codec), ``rtmp`` (format-1 chunks) and ``flv_tail`` (previous-tag size).
+    ``arrived`` is when the source received it (monotonic s), for added-latency figures.
     """
 
-    __slots__ = ("unit", "ts", "delta", "rap", "flv", "rtmp", "flv_tail", "rtp")
+    __slots__ = ("unit", "ts", "delta", "rap", "arrived", "flv", "rtmp", "flv_tail")
 
-    def __init__(self, unit: AccessUnit, ts: int, delta: int | None, rap: bool) -> None:
+    def __init__(self, unit: AccessUnit, ts: int, delta: int | None, rap: bool, arrived: float = 0.0) -> None:
         self.unit = unit
         self.ts = ts
         self.delta = delta
         self.rap = rap
+        self.arrived = arrived
         self.flv: bytes | None = None
         self.rtmp: bytes | None = None
         self.flv_tail: bytes | None = None
-        self.rtp: object = None
 
     def __repr__(self) -> str:
         u = self.unit
@@ -140,7 +143,7 @@ class Stream:
 
     # ------------------------------------------------------------------ source side
 
-    def write(self, unit: AccessUnit) -> None:
+    def write(self, unit: AccessUnit, arrived: float | None = None) -> None:
         """Take one unit from the source. Synchronous; never waits on any reader.
 
         The one timestamp rule for every reader: per kind, dts never goes backwards (a step back
@@ -163,8 +166,10 @@ class Stream:
         prev_ts = self._last_ts.get(kind)
         self._last_ts[kind] = ts
         delta = None if prev_ts is None or kind == DATA else ts - prev_ts
+        if arrived is None:
+            arrived = self.clock()
         if kind == DATA:
-            entry = Entry(unit, ts, None, False)
+            entry = Entry(unit, ts, None, False, arrived)
             if unit.config:
                 self.metadata = entry
             self._append(entry)
@@ -176,7 +181,7 @@ class Stream:
             self.has_audio = True
             self.audio_codec = unit.codec
         if unit.config:
-            entry = Entry(unit, ts, delta, False)
+            entry = Entry(unit, ts, delta, False, arrived)
             if kind == VIDEO:
                 self.video_config = entry
             else:
@@ -186,7 +191,7 @@ class Stream:
             self._append(entry)
             return
         rap = unit.keyframe if kind == VIDEO else (unit.keyframe and not self.has_video)
-        entry = Entry(unit, ts, delta, rap)
+        entry = Entry(unit, ts, delta, rap, arrived)
         if rap:
             self.gop = [entry]
             self.gop_bytes = len(unit.payload)
@@ -283,13 +288,21 @@ class Stream:
         return f  # type: ignore[return-value]
 
     @property
-    def viewer_count(self) -> int:
+    def fanout_viewers(self) -> int:
+        """RTMP and HTTP-FLV viewers."""
         return sum(len(f.viewers) for f in self._fanouts)
 
+    @property
+    def viewer_count(self) -> int:
+        """Every viewer: fan-outs' and sinks' (WebRTC subscribers)."""
+        return self.fanout_viewers + sum(s.viewer_count for s in self._sinks)
+
     def viewers_changed(self) -> None:
-        n = self.viewer_count
-        if n > self.peak_viewers:
-            self.peak_viewers = n
+        """A viewer joined or left (a fan-out's, or a sink's subscriber)."""
+        n = self.fanout_viewers
+        total = n + sum(s.viewer_count for s in self._sinks)
+        if total > self.peak_viewers:
+            self.peak_viewers = total
         self._batching = n > 0
         self._flush_now = n <= self.config.hub_flush_now_viewers
         if not self._batching:

@@ -15,12 +15,17 @@ from aiortc.codecs import get_encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
+from media.codecs import avc, vp8
+from media.config import MediaConfig
+from media.hub.stream import Stream
+from media.hub.unit import AccessUnit
 from sfu import aiortc_hooks
 from sfu.aiortc_hooks import ForwardJitterBuffer, codec_capabilities, make_packet
-from sfu.forwarder import TrackForwarder
+from sfu.from_hub import StreamOut
 from sfu.ice import turn_credentials
-from sfu.keyframe import KeyframeThrottle, is_keyframe
+from sfu.keyframe import KeyframeThrottle
 from sfu.sdp import SfuError, offer_parse
+from sfu.to_hub import WebRtcSource
 from sfu.udpsend import send_burst
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
@@ -86,11 +91,56 @@ def test_audio_frames_pass_at_once():
     assert [ts for _, ts, _, _ in out] == [960, 1920, 3840]  # the late one is dropped
 
 
+async def test_webrtc_frames_become_units_on_one_clock_from_zero():
+    """VP8 keyframes detected, a loss drops frames until the next keyframe and asks for one."""
+    asks = []
+    source = WebRtcSource(lambda: asks.append(1))
+    video = source.track("video", "VP8", 90000)
+    audio = source.track("audio", "opus", 48000)
+    stream = Stream("room", MediaConfig())
+    source.attach(stream)
+    assert stream.tracks() == {"video": "vp8", "audio": "opus"} and stream.keyframe_source is not None
+    got = []
+    stream.add_sink(type("Sink", (), {"on_entry": lambda self, e: got.append(e.unit), "stream_ended": lambda *a: None,
+                                      "viewer_count": 0})())
+    video.on_frame(DELTA, 1000, 0.0, False)  # before any keyframe: dropped, a keyframe asked for
+    assert got == [] and asks
+    video.on_frame(KEY, 1000 + 3000, 0.0, False)
+    audio.on_frame(b"\x01", 500, 0.0, False)
+    video.on_frame(DELTA, 1000 + 6000, 0.0, False)
+    video.on_frame(DELTA, 1000 + 12000, 0.0, True)  # after a loss: dropped
+    video.on_frame(KEY, 1000 + 15000, 0.0, False)
+    kinds = [(u.kind, u.codec, u.keyframe, u.config) for u in got]
+    assert kinds == [("video", "vp8", True, False), ("audio", "opus", False, True), ("audio", "opus", True, False),
+                     ("video", "vp8", False, False), ("video", "vp8", True, False)]
+    video_dts = [u.dts for u in got if u.kind == "video"]
+    assert video_dts[0] == 0 and video_dts == sorted(video_dts)
+    assert video_dts[1] - video_dts[0] == 3000 and video_dts[2] - video_dts[0] == 12000  # 90 kHz, the RTP clock
+
+
+async def test_sender_reports_put_audio_and_video_on_the_senders_clock():
+    wall = [1000.0]
+    source = WebRtcSource(lambda: None)
+    source.clock.wall = lambda: wall[0]
+    video = source.track("video", "VP8", 90000)
+    audio = source.track("audio", "opus", 48000)
+    stream = Stream("room", MediaConfig())
+    source.attach(stream)
+    ntp = lambda t: int((t + 2208988800) * (1 << 32))  # noqa: E731
+    # The sender's clock is 50 s ahead of ours; video RTP 90000 <-> its t=1050, audio 48000 <-> t=1050.2
+    video.sender_report(ntp(1050.0), 90000)
+    audio.sender_report(ntp(1050.2), 48000)
+    video.on_frame(KEY, 90000, 0.0, False)  # sender time 1050.0: hub 0
+    audio.on_frame(b"\x01", 48000 + 4800, 0.0, False)  # sender time 1050.3
+    units = [e.unit for e in stream.gop]
+    assert units[0].dts == 0
+    assert [u.dts for u in units if u.kind == "audio" and not u.config] == [27000]  # 0.3 s
+
+
 def test_keyframe_detection():
-    assert is_keyframe("VP8", KEY) and not is_keyframe("VP8", DELTA)
-    assert is_keyframe("H264", b"\x00\x00\x00\x01\x67abc\x00\x00\x00\x01\x65xyz")
-    assert not is_keyframe("H264", b"\x00\x00\x00\x01\x41abc")
-    assert is_keyframe("opus", b"\x01")
+    assert vp8.is_keyframe(KEY) and not vp8.is_keyframe(DELTA)
+    assert avc.has_idr(avc.split_annexb(b"\x00\x00\x00\x01\x67abc\x00\x00\x00\x01\x65xyz"))
+    assert not avc.has_idr(avc.split_annexb(b"\x00\x00\x00\x01\x41abc"))
 
 
 async def test_throttle_coalesces_a_burst():
@@ -116,27 +166,51 @@ class FakeOutput:
         return True
 
 
+def vp8_unit(data: bytes, dts: int) -> AccessUnit:
+    return AccessUnit("video", "vp8", dts, dts, data, keyframe=vp8.is_keyframe(data))
+
+
 def test_fanout_starts_at_keyframe_and_a_stalled_subscriber_skips_to_the_next():
     asks = []
-    forwarder = TrackForwarder("video", VP8, lambda: asks.append(1))
-    fast, slow = forwarder.subscribe(), forwarder.subscribe()
+    stream = Stream("room", MediaConfig())
+    stream.video_codec, stream.keyframe_source = "vp8", lambda: asks.append(1)
+    out = StreamOut(stream).track("video")
+    fast, slow = out.subscribe(), out.subscribe()
     fast.attach(FakeOutput())
     slow.attach(FakeOutput())
-    forwarder.on_frame(DELTA, 0, 0.0, False)
+    stream.write(vp8_unit(DELTA, 0))
     assert fast.output.frames == []  # nothing before a keyframe
-    forwarder.on_frame(KEY, 3000, 0.0, False)
+    stream.write(vp8_unit(KEY, 3000))
     assert len(fast.output.frames) == 1 and fast.output.frames[0][1] == 3000
     slow.output.stalled = True
     asks.clear()
     for i in range(5):
-        forwarder.on_frame(DELTA, 6000 + i * 3000, 0.0, False)
+        stream.write(vp8_unit(DELTA, 6000 + i * 3000))
     assert slow.need_keyframe and slow.dropped == 1 + 5 and asks
     slow.output.stalled = False
-    forwarder.on_frame(DELTA, 30000, 0.0, False)
+    stream.write(vp8_unit(DELTA, 30000))
     assert len(slow.output.frames) == 1 and not fast.need_keyframe and len(fast.output.frames) == 7
-    forwarder.on_frame(KEY, 10**6, 0.0, False)
+    stream.write(vp8_unit(KEY, 10**6))
     assert slow.output.frames[-1][0] is fast.output.frames[-1][0]  # packetized once for both
-    assert len(forwarder.latency) == 8 + 2
+    assert len(out.latency) == 8 + 2
+    assert stream.viewer_count == 2
+
+
+async def test_a_subscriber_of_a_stream_without_keyframes_on_demand_starts_from_the_gop_cache():
+    """An RTMP stream cannot make a keyframe: the GOP goes out at once, squeezed 1 ms apart to end at
+    the newest cached frame's own timestamp, then the live frames follow with theirs."""
+    stream = Stream("room", MediaConfig())
+    stream.video_codec = "vp8"
+    stream.write(vp8_unit(KEY, 0))
+    for i in range(1, 10):
+        stream.write(vp8_unit(DELTA, i * 3000))
+    out = StreamOut(stream).track("video")
+    viewer = out.subscribe()
+    viewer.attach(FakeOutput())
+    stamps = [ts for _, ts in viewer.output.frames]
+    assert len(stamps) == 10 and stamps[-1] == 27000 and stamps[0] == 27000 - 9 * 90
+    stream.write(vp8_unit(DELTA, 30000))
+    assert viewer.output.frames[-1][1] == 30000 and not viewer.need_keyframe
 
 
 def test_rtx_wrap_matches_aiortc():

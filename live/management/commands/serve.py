@@ -44,15 +44,16 @@ class Command(BaseCommand):
 
 
 async def _start_media_plane() -> None:
-    from live.media_api import MediaControls, media_control_register, sessions_close_orphaned
+    from live.media_api import media_control_register, sessions_close_orphaned
     from media.runtime import start_media_plane
     from sfu.rooms import sfu_get
 
     await sessions_close_orphaned()
     try:
-        plane = await start_media_plane(register_control=False)
-        # Staff drops reach both halves of the media plane: RTMP publishers and WebRTC ones.
-        plane.own(media_control_register(MediaControls(plane.registry, sfu_get())))
+        # One registry for every source: RTMP publishers and the SFU's WebRTC ones.
+        plane = await start_media_plane(register_control=False, registry=sfu_get().registry)
+        # Staff drops reach every publisher the registry holds, RTMP or WebRTC.
+        plane.own(media_control_register(plane.registry))
     except Exception:
         log.exception("the media plane failed to start; stopping")
         from twisted.internet import reactor

@@ -1,0 +1,211 @@
+"""One media plane: an OBS-style RTMP stream plays over WebRTC, a WHIP stream plays over RTMP,
+HTTP-FLV and HLS. Real clients on both sides: ffmpeg pushes and reads, aiortc publishes and plays."""
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from sfu.aiortc_hooks import h264_profiles_register
+from tests.sfu.clients import PatternVideo, ToneAudio, http_async, whep_subscribe, whip_publish
+from tests.support.media import ffmpeg_publish, ffprobe_streams, wait_until
+from tests.support.procs import require_tool
+
+from .test_rtmp_ingest import flv_url, room_status, rtmp_play_url, rtmp_publish_url, stop
+
+pytestmark = pytest.mark.e2e
+
+# The aiortc viewer offers Main and High too (as a WebRTC stack with those decoders would), so the
+# answer can carry the stream's real profile; Chromium's offer has no High (see the browser test).
+h264_profiles_register()
+
+
+def hls_url(service, room) -> str:
+    return f"http://127.0.0.1:{service.media_http_port}/hls/{room['room']['room_id']}.m3u8"
+
+
+def decode_video(url: str, seconds: float, timeout: float = 40.0) -> tuple[list[int], str]:
+    """Decode `seconds` of the video track: (pts in ms of every decoded frame, ffmpeg's stderr)."""
+    result = subprocess.run(
+        [require_tool("ffmpeg"), "-hide_banner", "-loglevel", "error", "-i", url, "-t", str(seconds),
+         "-map", "0:v", "-f", "framemd5", "-"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=timeout)
+    pts = []
+    time_base = 1 / 1000
+    for line in result.stdout.splitlines():
+        if line.startswith("#tb 0:"):
+            num, den = line.split(":", 1)[1].strip().split("/")
+            time_base = int(num) / int(den)
+        if line.startswith("#") or "," not in line:
+            continue
+        pts.append(round(int(line.split(",")[2]) * time_base * 1000))
+    return pts, result.stderr
+
+
+async def test_an_rtmp_stream_plays_over_webrtc_in_an_aiortc_viewer(service, room):
+    """OBS -> WebRTC: H.264 passthrough, the SDP carries the SPS's profile, the picture starts at once
+    from the GOP cache; AAC has no WebRTC form yet and the answer says so."""
+    publisher = ffmpeg_publish(rtmp_publish_url(service, room), gop=60)  # a 2 s GOP, as OBS's default
+    pcs = []
+    try:
+        assert wait_until(lambda: room_status(service, room) == "live", 15)
+        await asyncio.sleep(1.5)  # mid-GOP: a viewer waiting for the next keyframe would wait ~0.5 s
+        public_id = room["room"]["room_id"]
+        started = time.monotonic()
+        pc, resource, collectors = await whep_subscribe(service.url(""), public_id, kinds=("audio", "video"))
+        pcs.append(pc)
+        video = await asyncio.wait_for(collectors["video"], 10)
+        first = await asyncio.wait_for(video.first, 10)
+        await asyncio.sleep(5)
+        assert first - started < 1.0, f"first picture after {first - started:.2f} s"
+        assert {(w, h) for _, w, h in video.frames} == {(640, 360)}
+        rate = video.rate(first + 1)
+        assert rate >= 27, f"decoded {rate:.1f} fps of 30"
+        assert not collectors["audio"].done(), "no audio track: AAC does not play over WebRTC yet"
+        # profile-level-id in the answer is the stream's own (x264: High, level from the SPS)
+        answer = pc.remoteDescription.sdp
+        profiles = set(re.findall(r"profile-level-id=([0-9a-fA-F]{6})", answer))
+        assert len(profiles) == 1 and profiles.pop().lower().startswith("64"), answer
+        status, headers, _ = await http_async("DELETE", resource)
+        assert status == 200
+    finally:
+        for pc in pcs:
+            await pc.close()
+        stop(publisher)
+
+
+async def test_the_whep_answer_says_what_does_not_play_over_webrtc(service, room):
+    publisher = ffmpeg_publish(rtmp_publish_url(service, room))
+    try:
+        assert wait_until(lambda: room_status(service, room) == "live", 15)
+        from tests.sfu.clients import recv_offer
+        pc, _ = await recv_offer(("audio", "video"))
+        status, headers, body = await http_async(
+            "POST", service.url(f"/whep/{room['room']['room_id']}"), pc.localDescription.sdp.encode(),
+            {"Content-Type": "application/sdp"})
+        await pc.close()
+        assert status == 201, body
+        assert "audio aac" in headers["X-Stream-Notes"], headers
+        def media():
+            return json.loads(service.get(f"/api/v1/live/{room['room']['room_id']}")[1])["data"].get("media")
+
+        assert await asyncio.to_thread(wait_until, lambda: media() is not None, 5)
+        media = media()
+        assert media["tracks"] == {"video": "h264", "audio": "aac"} and media["publisher"] == "rtmp"
+        assert any("aac" in note for note in media["notes"]), media
+    finally:
+        stop(publisher)
+
+
+@pytest.fixture
+async def whip_h264(service, room):
+    pc, resource = await whip_publish(service.url(""), room["room"]["room_id"], room["stream_key"],
+                                      [PatternVideo(640, 360, 30), ToneAudio()], video_codec="H264")
+    try:
+        assert await asyncio.to_thread(wait_until, lambda: room_status(service, room) == "live", 10)
+        yield pc
+    finally:
+        await http_async("DELETE", resource)
+        await pc.close()
+
+
+async def test_a_whip_stream_plays_over_rtmp_flv_and_hls(service, room, whip_h264):
+    """Browser-style publisher -> every protocol: H.264 of the published size and rate, timestamps
+    from 0 and increasing, no decode error; Opus is left out of FLV/RTMP/HLS until the bridge."""
+    await asyncio.sleep(1.0)
+    for url in (rtmp_play_url(service, room), flv_url(service, room)):
+        streams = await asyncio.to_thread(ffprobe_streams, url)
+        assert set(streams) == {"video"}, streams
+        assert (streams["video"]["codec_name"], streams["video"]["width"], streams["video"]["height"]) == \
+            ("h264", 640, 360)
+        pts, stderr = await asyncio.to_thread(decode_video, url, 4)
+        assert stderr.strip() == "", stderr
+        assert len(pts) >= 114, f"{len(pts)} frames in 4 s from {url}"  # 30 fps
+        assert pts == sorted(pts) and pts[0] < 200, pts[:5]
+        rate = (len(pts) - 1) / ((pts[-1] - pts[0]) / 1000)
+        assert 28 <= rate <= 32, f"{rate:.1f} fps from {url}"
+    assert await asyncio.to_thread(wait_until, lambda: _segments(service, room) >= 2, 15)
+    streams = await asyncio.to_thread(ffprobe_streams, hls_url(service, room))
+    assert (streams["video"]["codec_name"], streams["video"]["width"], streams["video"]["height"]) == \
+        ("h264", 640, 360)
+    pts, stderr = await asyncio.to_thread(decode_video, hls_url(service, room), 3)
+    assert stderr.strip() == "" and len(pts) >= 80, (len(pts), stderr)
+
+
+def playlist(service, room) -> str:
+    try:
+        with urllib.request.urlopen(hls_url(service, room), timeout=5) as response:
+            return response.read().decode()
+    except urllib.error.HTTPError:
+        return ""
+
+
+def _segments(service, room) -> int:
+    return playlist(service, room).count("#EXTINF")
+
+
+async def test_whip_to_hls_startup_is_reported_by_the_stream_own_keyframes(service, room):
+    """The WebRTC source asks for a keyframe at every HLS fragment: segments near HLS_FRAGMENT (2 s)
+    even though a WebRTC encoder sends keyframes only when asked."""
+    pc, resource = await whip_publish(service.url(""), room["room"]["room_id"], room["stream_key"],
+                                      [PatternVideo(640, 360, 30)], video_codec="H264")
+    try:
+        assert await asyncio.to_thread(wait_until, lambda: _segments(service, room) >= 3, 20)
+        durations = [float(x) for x in re.findall(r"#EXTINF:([0-9.]+)", playlist(service, room))]
+        assert all(1.5 <= d <= 3.5 for d in durations[1:]), durations
+    finally:
+        await http_async("DELETE", resource)
+        await pc.close()
+
+
+def lossy(pc, rate: float, seed: int = 5) -> dict:
+    """Drop `rate` of the publisher's outgoing RTP packets (RTCP kept), like a lossy uplink."""
+    rng = random.Random(seed)
+    counts = {"sent": 0, "dropped": 0}
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.sender.transport
+        if getattr(dtls, "_lossy", False):
+            continue
+        original = dtls._send_rtp
+
+        async def send_rtp(data: bytes, original=original) -> None:
+            counts["sent"] += 1
+            if rng.random() < rate:
+                counts["dropped"] += 1
+                return
+            await original(data)
+
+        dtls._send_rtp = send_rtp
+        dtls._lossy = True
+    return counts
+
+
+async def test_five_percent_loss_gives_frame_gaps_never_a_broken_or_stalled_output(service, room):
+    pc, resource = await whip_publish(service.url(""), room["room"]["room_id"], room["stream_key"],
+                                      [PatternVideo(640, 360, 30)], video_codec="H264")
+    try:
+        assert await asyncio.to_thread(wait_until, lambda: room_status(service, room) == "live", 10)
+        counts = lossy(pc, 0.05)
+        await asyncio.sleep(1)
+        pts, stderr = await asyncio.to_thread(decode_video, flv_url(service, room), 8)
+        assert counts["dropped"] > 20, counts
+        assert stderr.strip() == "", f"a broken frame reached the FLV output: {stderr}"
+        assert pts == sorted(pts), "timestamps went backwards"
+        assert len(pts) >= 120 and pts[-1] - pts[0] >= 7000, (len(pts), pts[-1] - pts[0])  # never stalled
+        gaps = [b - a for a, b in zip(pts, pts[1:], strict=False)]
+        assert max(gaps) < 2500, f"a stall of {max(gaps)} ms"
+        before = _segments(service, room)
+        assert await asyncio.to_thread(wait_until, lambda: _segments(service, room) > before, 8), \
+            "HLS stopped cutting segments"
+        status, body = service.get(f"/api/v1/live/{room['room']['room_id']}")
+        assert json.loads(body)["data"]["status"] == "live"
+    finally:
+        await http_async("DELETE", resource)
+        await pc.close()
