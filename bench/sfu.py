@@ -185,8 +185,14 @@ async def serve(mode: str) -> None:
                        RTC_ANNOUNCED_IP="", RTC_LISTEN_IPS=["127.0.0.1"])
     from aiortc.contrib.media import MediaRelay
 
+    from media.config import MediaConfig
+    from media.hub.stream import Stream
+    from sfu.aiortc_hooks import h264_profiles_register
+    from sfu.from_hub import stream_out
     from sfu.session import publisher_open, subscriber_open
     from sfu.stats import Samples
+
+    h264_profiles_register()
 
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -205,7 +211,10 @@ async def serve(mode: str) -> None:
         request = json.loads(line)
         op = request["op"]
         if op == "publish" and mode == "sfu":
-            publisher, answer = await publisher_open(request["sdp"], latency=latency)
+            # The WHIP path: the publisher is a hub source, subscribers read the hub stream.
+            publisher, answer = await publisher_open(request["sdp"])
+            stream = Stream("bench", MediaConfig())
+            publisher.attach(stream)
             stamp_frames(publisher.pc, arrivals, waited, fanout)
             reply({"sdp": answer})
         elif op == "publish":
@@ -216,7 +225,7 @@ async def serve(mode: str) -> None:
             publisher = pc
             reply({"sdp": pc.localDescription.sdp})
         elif op == "subscribe" and mode == "sfu":
-            session, answer = await subscriber_open(request["sdp"], publisher)
+            session, answer = await subscriber_open(request["sdp"], stream_out(stream, latency))
             subscribers.append(session)
             reply({"sdp": answer})
         elif op == "subscribe":

@@ -209,3 +209,27 @@ async def test_five_percent_loss_gives_frame_gaps_never_a_broken_or_stalled_outp
     finally:
         await http_async("DELETE", resource)
         await pc.close()
+
+
+@pytest.mark.parametrize("player", ["flv", "hls"])
+async def test_a_whip_stream_plays_in_chromium_with_mpegts_js_and_hls_js(service, room, whip_h264, player):
+    """A browser-style publisher watched the other way: mpegts.js (HTTP-FLV) and hls.js (HLS)."""
+    from tests.support.browser import chromium
+
+    if player == "hls":
+        assert await asyncio.to_thread(wait_until, lambda: _segments(service, room) >= 2, 20)
+
+    def watch() -> tuple[float, list, list]:
+        with chromium() as browser:
+            browser.get(service.url(f"/live/{room['room']['room_id']}?player={player}"))
+            video_time = "return document.getElementById('video').currentTime"
+            assert wait_until(lambda: browser.execute_script(video_time) > 0.2, 20), browser.get_log("browser")
+            start = browser.execute_script(video_time)
+            time.sleep(5.5)
+            size = browser.execute_script("const v = document.getElementById('video');"
+                                          "return [v.videoWidth, v.videoHeight]")
+            errors = browser.execute_script("return window.playerErrors")
+            return browser.execute_script(video_time) - start, errors, size
+
+    advanced, errors, size = await asyncio.to_thread(watch)
+    assert advanced >= 4.5 and errors == [] and size == [640, 360], (advanced, errors, size)

@@ -1,5 +1,8 @@
-"""Run inside a fresh network namespace (`unshare --net`): bring lo up, start the service, publish the
-fake camera from one Chromium's publish page and play it on a second Chromium's watch page.
+"""Run inside a fresh network namespace (`unshare --net`): bring lo up, start the service, and
+- `publish` (default): publish the fake camera from one Chromium's publish page and play it on a
+  second Chromium's watch page;
+- `rtmp`: ffmpeg pushes an OBS-style RTMP stream (x264 High, AAC) and Chromium plays the room's
+  watch page, which tries WebRTC first: the bridge from the hub.
 Prints one JSON line with what was seen; tests/sfu/test_browser.py runs it."""
 from __future__ import annotations
 
@@ -26,8 +29,76 @@ def wait_for(driver, script: str, timeout: float):
     return value
 
 
+# Frames the page presented over `seconds` (requestVideoFrameCallback), and the longest gap between two.
+FRAME_COUNT = """
+const done = arguments[arguments.length - 1];
+const seconds = arguments[0];
+const video = document.getElementById('video');
+const times = [];
+const start = performance.now();
+function tick(now) {
+  times.push(now);
+  if (now - start < seconds * 1000) video.requestVideoFrameCallback(tick);
+  else {
+    let gap = 0;
+    for (let i = 1; i < times.length; i++) gap = Math.max(gap, times[i] - times[i - 1]);
+    done({frames: times.length, seconds: (times[times.length - 1] - times[0]) / 1000, max_gap_ms: gap});
+  }
+}
+video.requestVideoFrameCallback(tick);
+"""
+
+INBOUND_CODECS = """
+const done = arguments[arguments.length - 1];
+window.__pc.getStats().then((report) => {
+  const codecs = {};
+  report.forEach((s) => { if (s.type === 'codec') codecs[s.id] = s; });
+  const out = [];
+  report.forEach((s) => {
+    const codec = codecs[s.codecId];
+    if (s.type === 'inbound-rtp' && codec) out.push(s.kind + ' ' + codec.mimeType + ' ' + (codec.sdpFmtpLine || ''));
+  });
+  done(out);
+});
+"""
+
+
+def watch_rtmp() -> dict:
+    from tests.support.media import ffmpeg_publish
+
+    result: dict = {}
+    with Service() as service:
+        token = register(service, "browser-rtmp-owner")
+        room = create_room(service, token, "rtmp to webrtc")
+        public_id, key = room["room"]["room_id"], room["stream_key"]
+        publisher = ffmpeg_publish(f"rtmp://127.0.0.1:{service.rtmp_port}/live/{key}")
+        try:
+            time.sleep(2)
+            with chromium(WEBRTC_FLAGS) as viewer:
+                viewer.set_script_timeout(30)
+                started = time.monotonic()
+                viewer.get(service.url(f"/live/{public_id}"))
+                size = wait_for(viewer, "const v = document.getElementById('video');"
+                                "return v.videoWidth > 0 && v.currentTime > 0 && [v.videoWidth, v.videoHeight]", 20)
+                result["first_picture_s"] = round(time.monotonic() - started, 2)
+                result["video_size"] = size
+                result["playback"] = viewer.execute_async_script(FRAME_COUNT, 10)
+                result["player_state"] = viewer.execute_script(
+                    "return document.getElementById('player-state').textContent")
+                result["notes"] = viewer.execute_script("return document.getElementById('stream-notes').textContent")
+                result["player_errors"] = viewer.execute_script("return window.playerErrors")
+                result["inbound"] = viewer.execute_async_script(INBOUND_CODECS)
+        finally:
+            publisher.terminate()
+            publisher.wait(10)
+        result["service_log_tail"] = service.log()[-1500:]
+    return result
+
+
 def main() -> dict:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    if sys.argv[1:] == ["rtmp"]:
+        return watch_rtmp()
     result: dict = {}
     with Service(media=False) as service:
         token = register(service, "browser-owner")

@@ -14,7 +14,8 @@ from tests.support.procs import ROOT, require_tool
 pytestmark = pytest.mark.e2e
 
 
-def test_chromium_publishes_and_another_watches():
+def in_loopback_namespace(*args: str) -> dict:
+    """Run tests/sfu/browser_netns.py (service + Chromium) in a namespace with only `lo`."""
     require_tool("/usr/bin/chromium")
     require_tool("/usr/bin/chromedriver")
     if os.geteuid() != 0:  # `make test` runs as root (it installs the test tools too)
@@ -22,10 +23,31 @@ def test_chromium_publishes_and_another_watches():
     # The namespace has only its own loopback: the suite's PostgreSQL/Redis (CI) are out of reach,
     # so the service inside runs on its embedded default.
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    run = subprocess.run([require_tool("unshare"), "--net", sys.executable, "-m", "tests.sfu.browser_netns"],
+    run = subprocess.run([require_tool("unshare"), "--net", sys.executable, "-m", "tests.sfu.browser_netns", *args],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
     assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_chromium_watches_an_rtmp_stream_over_webrtc():
+    """OBS-style RTMP (x264 High, no B-frames, AAC) -> the watch page's WebRTC player: H.264 plays at
+    the source's 30 fps, labelled with a profile Chromium offers (it has no High), and the page says
+    that the AAC audio does not play over WebRTC yet."""
+    result = in_loopback_namespace("rtmp")
+    assert result["player_state"] == "playing webrtc", result
+    assert result["video_size"] == [640, 360], result
+    assert result["first_picture_s"] < 8, result
+    playback = result["playback"]
+    fps = (playback["frames"] - 1) / playback["seconds"]
+    assert fps >= 27, result
+    assert playback["max_gap_ms"] < 500, result
+    assert any(line.startswith("video video/H264") for line in result["inbound"]), result
+    assert "audio aac" in result["notes"], result
+    assert result["player_errors"] == [], result
+
+
+def test_chromium_publishes_and_another_watches():
+    result = in_loopback_namespace()
     assert result["publish_state"] == "live", result
     assert "key" not in result["publish_url"].lower().split("/publish")[-1]
     assert result["video_size"] and result["video_size"][0] > 0, result

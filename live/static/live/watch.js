@@ -1,16 +1,18 @@
-// The watch page: plays the room with WebRTC (WHEP, sub-second) first, or mpegts.js (HTTP-FLV) or hls.js (HLS),
-// and follows the room socket.
+// The watch page: plays the room with WebRTC (WHEP, sub-second) first, whoever publishes it (OBS over RTMP
+// or a browser over WHIP), or mpegts.js (HTTP-FLV) or hls.js (HLS), and follows the room socket.
 "use strict";
 (function () {
   const urls = JSON.parse(document.getElementById("play-urls").textContent);
   const roomId = JSON.parse(document.getElementById("room-id").textContent);
   const video = document.getElementById("video");
   const state = document.getElementById("player-state");
+  const notes = document.getElementById("stream-notes");
   let player = null;
 
   // WebRTC over WHEP: recvonly audio + video, the server answers with the publisher's codecs.
   function webrtcPlayer() {
     const pc = new RTCPeerConnection({ iceServers: [] });
+    window.__pc = pc; // for tests and the curious: getStats()
     let resource = null;
     let closed = false;
     const stream = new MediaStream();
@@ -39,6 +41,8 @@
           throw new Error(message);
         }
         resource = new URL(response.headers.get("Location"), urls.whep).href;
+        // What this stream does not carry over WebRTC yet (e.g. an OBS stream's AAC audio).
+        notes.textContent = response.headers.get("X-Stream-Notes") || "";
         await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
       } catch (error) {
         if (!closed) { window.playerErrors.push("webrtc:" + error.message); fallback(error.message); }
@@ -54,7 +58,7 @@
     };
   }
 
-  // WebRTC first; when the room has no WebRTC publisher (an RTMP stream) switch to HLS.
+  // WebRTC first; when the stream has nothing WebRTC plays without transcoding (e.g. HEVC), switch to HLS.
   function fallback(reason) {
     state.textContent = "WebRTC: " + reason + "; switching to HLS";
     document.querySelector("input[value=hls]").checked = true;
@@ -63,6 +67,7 @@
 
   function stop() {
     if (player) { player.destroy(); player = null; }
+    notes.textContent = "";
   }
 
   function play(kind) {
