@@ -16,7 +16,7 @@ from .control import ControlPlane
 from .hls.files import HlsFiles
 from .hls.segmenter import CODECS as HLS_CODECS
 from .hls.segmenter import HlsOptions
-from .hls.writer import HlsConfig, HlsService
+from .hls.from_hub import HlsConfig, HlsService
 from .http_server import MediaHttpServer
 from .hub.registry import StreamRegistry
 from .hub.stream import Stream

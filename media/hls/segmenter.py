@@ -2,7 +2,7 @@
 FFmpeg's own HLS muxer (PyAV): no demuxer, no transcode.
 
 Synchronous and not thread-safe: one segmenter per stream, driven from one worker thread
-(`media.hls.writer`), so FFmpeg's file I/O never runs on the event loop.
+(`media.hls.from_hub`), so FFmpeg's file I/O never runs on the event loop.
 
 Layout under `root` (HLS_PATH), served as is by the media HTTP server or by nginx:
     {public_id}.m3u8          the playlist (written to a temp file, then renamed)
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import av
 
-from media.codecs import flv
+from media.codecs import aac, avc
 from media.codecs.errors import CodecError
 from media.hub.unit import AUDIO, TIME_BASE, VIDEO, AccessUnit
 
@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 
 TICK = Fraction(1, TIME_BASE)
 CODECS = frozenset({"h264", "aac"})  # what the MPEG-TS segments carry here (the rest needs transcoding)
-_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 # Without an audio sequence header after this many video frames, the stream is video-only.
 _AUDIO_WAIT_FRAMES = 60
 
@@ -57,22 +56,19 @@ class _Audio:
 
 
 def _video_config(record: bytes) -> _Video:
-    sps_list, pps_list, nal_length_size = flv.avc_decoder_config(b"\x17\x00\x00\x00\x00" + record)
-    if not sps_list:
-        raise HlsUnsupported("AVC sequence header without SPS")
-    width, height = flv.parse_avc_sps_size(sps_list[0])
-    annexb = b"".join(b"\x00\x00\x00\x01" + nal for nal in (*sps_list, *pps_list))
-    return _Video(annexb, nal_length_size, width, height)
+    config = avc.decoder_config_parse(record)
+    if not config.sps:
+        raise HlsUnsupported("AVC decoder configuration without SPS")
+    info = avc.sps_parse(config.sps[0])
+    annexb = b"".join(b"\x00\x00\x00\x01" + nal for nal in (*config.sps, *config.pps))
+    return _Video(annexb, config.length_size, info.width, info.height)
 
 
 def _audio_config(config: bytes) -> _Audio:
-    if len(config) < 2:
-        raise HlsUnsupported("AudioSpecificConfig too short")
-    rate_index = ((config[0] & 0x07) << 1) | (config[1] >> 7)
-    channels = (config[1] >> 3) & 0x0F
-    if rate_index >= len(_AAC_RATES) or not 1 <= channels <= 2:
-        raise HlsUnsupported(f"AAC config with rate index {rate_index}, {channels} channels")
-    return _Audio(config, _AAC_RATES[rate_index], channels)
+    parsed = aac.config_parse(config)
+    if not 1 <= parsed.channels <= 2:
+        raise HlsUnsupported(f"AAC config with {parsed.channels} channels")
+    return _Audio(config, parsed.sample_rate, parsed.channels)
 
 
 class HlsSegmenter:
@@ -216,7 +212,7 @@ class HlsSegmenter:
     def _payload(self, unit: AccessUnit) -> bytes | None:
         if unit.kind == AUDIO:
             return unit.payload or None
-        body = flv.avc_to_annexb(unit.payload, 4)
+        body = avc.avcc_to_annexb(unit.payload)
         # RTMP never repeats SPS/PPS in band; TS segments must start decodable on their own.
         if unit.keyframe:
             body = self._video.extradata + body

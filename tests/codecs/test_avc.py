@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from media.codecs import avc, flv
+from media.codecs import avc
 from media.codecs.errors import MalformedData
 from tests.codecs.bits import flat_scaling_lists, make_sps
 
@@ -88,9 +88,9 @@ def test_split_avcc_bad_length_size(length_size: int) -> None:
         assert not isinstance(excinfo.value, MalformedData)
 
 
-def test_avcc_to_annexb_matches_flv_helper() -> None:
+def test_avcc_to_annexb() -> None:
     data = b"\x00\x00\x00\x02\x09\xf0\x00\x00\x00\x03\x65\x88\x84"
-    assert avc.avcc_to_annexb(data) == flv.avc_to_annexb(data, 4)
+    assert avc.avcc_to_annexb(data) == b"\x00\x00\x00\x01\x09\xf0\x00\x00\x00\x01\x65\x88\x84"
 
 
 # --- NAL headers ---------------------------------------------------------------------
@@ -139,11 +139,10 @@ def test_decoder_config_parse() -> None:
     assert avc.decoder_config_parse(bytearray(_record([SPS_HIGH], [PPS_HIGH], 0xFC))).length_size == 1
 
 
-def test_decoder_config_parse_agrees_with_flv_sequence_header() -> None:
+def test_decoder_config_parse_takes_the_record_not_the_flv_tag_body() -> None:
     record = _record([SPS_MAIN_720], [PPS_HIGH])
     body = b"\x17\x00\x00\x00\x00" + record  # FLV AVC sequence header tag body
-    sps, pps, length_size = flv.avc_decoder_config(body)
-    assert avc.decoder_config_parse(record) == avc.AvcConfig(tuple(sps), tuple(pps), length_size)
+    assert avc.decoder_config_parse(record) == avc.AvcConfig((SPS_MAIN_720,), (PPS_HIGH,), 4)
     with pytest.raises(MalformedData):  # the FLV video header is not part of the record
         avc.decoder_config_parse(body)
 
@@ -235,7 +234,6 @@ def test_sps_parse_x264(sps: bytes, info: avc.SpsInfo, plid: str) -> None:
     assert avc.sps_parse(sps) == info
     assert avc.sps_parse(bytearray(sps)) == info
     assert avc.profile_level_id(sps) == plid
-    assert flv.parse_avc_sps_size(sps) == (info.width, info.height)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from media.codecs import avc, flv
+from media.codecs import avc
 from tests.codecs.bits import with_flat_scaling_matrix
 from tests.codecs.encoders import h264_decode, h264_mp4_avcc, h264_packets
 
@@ -54,7 +54,6 @@ def test_sps_parse_x264(key: tuple) -> None:
     assert len(sps) == len(pps) == 1
     assert avc.sps_parse(sps[0]) == avc.SpsInfo(profile_idc, constraints, level_idc, width, height)
     assert avc.profile_level_id(sps[0]) == f"{profile_idc:02x}{constraints:02x}{level_idc:02x}"
-    assert flv.parse_avc_sps_size(sps[0]) == (width, height)
 
 
 @pytest.mark.parametrize("key", STREAMS, ids=IDS)
@@ -76,7 +75,6 @@ def test_framing_round_trip_real_stream(key: tuple) -> None:
         avcc = avc.annexb_to_avcc(packet)
         assert avc.split_avcc(avcc) == nals
         assert avc.annexb_to_avcc(avc.avcc_to_annexb(avcc)) == avcc
-        assert avc.avcc_to_annexb(avcc) == flv.avc_to_annexb(avcc, 4)
         assert b"".join(nals) == packet.replace(b"\x00\x00\x00\x01", b"").replace(b"\x00\x00\x01", b"")
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from media.config import MediaConfig
 from media.hls.segmenter import HlsOptions
-from media.hls.writer import HlsConfig, HlsService
+from media.hls.from_hub import HlsConfig, HlsService
 from media.hub.stream import Stream
 from tests.support.flv_source import access_units, ffmpeg_flv
 

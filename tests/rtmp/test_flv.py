@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from media.codecs import avc
 from media.codecs.errors import MalformedData
 from media.codecs.flv import (
     FLV_HEADER_AUDIO_VIDEO,
@@ -13,16 +14,13 @@ from media.codecs.flv import (
     FlvReader,
     FlvTag,
     VideoInfo,
-    aac_audio_specific_config,
-    avc_decoder_config,
-    avc_to_annexb,
     flv_header,
     flv_tag,
     flv_tag_header,
     parse_audio,
-    parse_avc_sps_size,
     parse_video,
 )
+from media.codecs.flv_units import FlvUnits
 from rtmp.codec import amf0
 
 
@@ -68,17 +66,17 @@ def test_ffmpeg_flv_end_to_end(size):
     videos = [t for t in tags if t.tag_type == 9]
     header = parse_video(videos[0].payload)
     assert header == VideoInfo("h264", True, True, False, 0, False)
-    sps, pps, nal_length_size = avc_decoder_config(videos[0].payload)
-    assert len(sps) == 1 and len(pps) == 1 and nal_length_size == 4
-    assert parse_avc_sps_size(sps[0]) == size
+    config = avc.decoder_config_parse(videos[0].payload[5:])
+    assert len(config.sps) == 1 and len(config.pps) == 1 and config.length_size == 4
+    assert (avc.sps_parse(config.sps[0]).width, avc.sps_parse(config.sps[0]).height) == size
     keyframe = parse_video(videos[1].payload)
     assert keyframe.keyframe and not keyframe.is_sequence_header
-    annexb = avc_to_annexb(videos[1].payload[5:], nal_length_size)
+    annexb = avc.avcc_to_annexb(videos[1].payload[5:])
     assert annexb.startswith(b"\x00\x00\x00\x01")
     audios = [t for t in tags if t.tag_type == 8]
     assert parse_audio(audios[0].payload) == AudioInfo("aac", True)
     assert parse_audio(audios[1].payload) == AudioInfo("aac", False)
-    assert aac_audio_specific_config(audios[0].payload)[:2] == bytes.fromhex("1210")  # AAC-LC 44.1k stereo
+    assert audios[0].payload[2:4] == bytes.fromhex("1210")  # AAC-LC 44.1k stereo
 
 
 def test_legacy_video():
@@ -100,15 +98,16 @@ def test_enhanced_video():
 
 def test_enhanced_avc_sequence_start():
     record = bytes.fromhex("01640028ffe10004") + b"\x67abc" + b"\x01\x00\x02" + b"\x68x"
-    sps, pps, size = avc_decoder_config(b"\x90avc1" + record)
-    assert (sps, pps, size) == ([b"\x67abc"], [b"\x68x"], 4)
+    unit = FlvUnits().video(b"\x90avc1" + record, 0)
+    assert (unit.codec, unit.config, unit.payload) == ("h264", True, record)
 
 
 def test_audio():
     assert parse_audio(b"\x2f\xff") == AudioInfo("mp3", False)
     assert parse_audio(b"\x90Opus") == AudioInfo("opus", True)
     assert parse_audio(b"\x91Opus") == AudioInfo("opus", False)
-    assert aac_audio_specific_config(b"\x90mp4a\x12\x10") == b"\x12\x10"
+    unit = FlvUnits().audio(b"\x90mp4a\x12\x10", 0)
+    assert (unit.codec, unit.config, unit.payload) == ("aac", True, b"\x12\x10")
 
 
 @pytest.mark.parametrize(
@@ -120,12 +119,8 @@ def test_audio():
         lambda: parse_video(b"\xa1hvc1\x00"),
         lambda: parse_audio(b""),
         lambda: parse_audio(b"\xaf"),
-        lambda: avc_decoder_config(b"\x17\x01\x00\x00\x00"),
-        lambda: avc_decoder_config(b"\x17\x00\x00\x00\x00\x01\x64\x00\x28\xff\xe1\x00\x09abc"),
-        lambda: avc_to_annexb(b"\x00\x00\x00\x09abc", 4),
-        lambda: aac_audio_specific_config(b"\xaf\x01\x12\x10"),
-        lambda: parse_avc_sps_size(b"\x67\x64"),
         lambda: FlvReader().feed(b"GET / HTTP/1.1"),
+        lambda: FlvUnits().video(b"\x17\x00\x00\x00\x00\x01\x64\x00\x28\xfe\xe1\x00\x09abc", 0),  # size 3
     ],
 )
 def test_malformed(call):
