@@ -14,9 +14,9 @@ from .codecs.flv_units import carries as flv_carries
 from .config import MediaConfig
 from .control import ControlPlane
 from .hls.files import HlsFiles
+from .hls.from_hub import HlsConfig, HlsService
 from .hls.segmenter import CODECS as HLS_CODECS
 from .hls.segmenter import HlsOptions
-from .hls.from_hub import HlsConfig, HlsService
 from .http_server import MediaHttpServer
 from .hub.registry import StreamRegistry
 from .hub.stream import Stream

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from media.config import MediaConfig
-from media.hls.segmenter import HlsOptions
 from media.hls.from_hub import HlsConfig, HlsService
+from media.hls.segmenter import HlsOptions
 from media.hub.stream import Stream
 from tests.support.flv_source import access_units, ffmpeg_flv
 
