@@ -18,7 +18,6 @@ from .services import PublishRefused
 __all__ = [
     "CallJoinRefused",
     "MediaControl",
-    "MediaControls",
     "PublishGrant",
     "PublishRefused",
     "call_join_authorize",
@@ -94,18 +93,9 @@ async def play_authorize(*, public_id: str) -> bool:
     return room is not None
 
 
-_viewers_by_source: dict[str, dict[str, int]] = {}
-
-
-async def viewers_changed(*, public_id: str, count: int, source: str = "hub") -> None:
-    """A media node's count of one kind of viewer (hub: RTMP/FLV players; sfu: WebRTC) changed;
-    the room hears the total of this process's sources."""
-    counts = _viewers_by_source.setdefault(public_id, {})
-    counts[source] = count
-    total = sum(counts.values())
-    if not total:
-        _viewers_by_source.pop(public_id, None)
-    await room_event_send(public_id, "viewers", {"room_id": public_id, "count": total})
+async def viewers_changed(*, public_id: str, count: int) -> None:
+    """The media node's count of a stream's viewers (RTMP, HTTP-FLV and WebRTC alike) changed."""
+    await room_event_send(public_id, "viewers", {"room_id": public_id, "count": count})
 
 
 STREAM_MEDIA_TTL = 30  # s; the media node refreshes it while the stream is live
@@ -123,17 +113,6 @@ async def sessions_close_orphaned() -> int:
 
 
 _listener: list[asyncio.Task] = []
-
-
-class MediaControls:
-    """Several media-plane parts (the RTMP hub, the SFU) behind one MediaControl."""
-
-    def __init__(self, *controls: MediaControl) -> None:
-        self.controls = controls
-
-    async def drop_publisher(self, public_id: str, reason: str) -> bool:
-        dropped = [await control.drop_publisher(public_id, reason) for control in self.controls]
-        return any(dropped)
 
 
 def media_control_register(control: MediaControl) -> asyncio.Task:

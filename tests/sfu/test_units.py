@@ -269,3 +269,51 @@ def test_offer_refusals(text, code):
     with pytest.raises(SfuError) as error:
         offer_parse(text, sending=True)
     assert error.value.code == code and error.value.status == 400
+
+
+SPS_HIGH = bytes.fromhex("6764001eacb405017fcb08000003000800000301e078b175")  # x264 High 3.0, 640x360
+PPS_HIGH = bytes.fromhex("68ef0fcb")
+
+
+def h264_offer(*profiles: str) -> str:
+    rtpmaps = "".join(f"a=rtpmap:{96 + i} H264/90000\r\na=fmtp:{96 + i} level-asymmetry-allowed=1;"
+                      f"packetization-mode=1;profile-level-id={p}\r\n" for i, p in enumerate(profiles))
+    pts = " ".join(str(96 + i) for i in range(len(profiles)))
+    return ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+            f"m=video 9 UDP/TLS/RTP/SAVPF {pts}\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\n"
+            "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+            "a=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\na=setup:actpass\r\na=rtcp-mux\r\n" + rtpmaps)
+
+
+@pytest.mark.parametrize("offered,answered,labelled", [
+    (("42e01f", "4d001f", "64001f"), "64001f", False),  # the stream's own profile when offered
+    (("42001f", "42e01f", "4d001f", "f4001f"), "42e01f", True),  # Chromium: no High; labelled
+])
+def test_a_viewer_gets_the_streams_h264_profile_or_a_stated_label(offered, answered, labelled):
+    from sfu.aiortc_hooks import h264_profiles_register
+    from sfu.session import _answer_codec
+
+    h264_profiles_register()
+    stream = Stream("room", MediaConfig())
+    stream.write(AccessUnit("video", "h264", 0, 0, avc.decoder_config_build([SPS_HIGH], [PPS_HIGH]), config=True))
+    out = StreamOut(stream).track("video")
+    assert out.codec.parameters["profile-level-id"] == "64001e"  # from the SPS
+    media = offer_parse(h264_offer(*offered), sending=False).media[0]
+    codec, label = _answer_codec(out, media)
+    assert codec.parameters["profile-level-id"] == answered
+    assert bool(label) == labelled and (not label or "64001e" in label)
+
+
+def test_a_viewer_that_cannot_take_the_stream_gets_a_clear_refusal():
+    from sfu.session import _answer_codec
+
+    stream = Stream("room", MediaConfig())
+    stream.video_codec = "h264"
+    out = StreamOut(stream).track("video")
+    vp8_only = h264_offer("42e01f").replace("H264/90000", "VP8/90000")
+    with pytest.raises(SfuError) as refused:
+        _answer_codec(out, offer_parse(vp8_only, sending=False).media[0])
+    assert refused.value.status == 400 and "H264" in refused.value.message
+    hevc = Stream("hevc-room", MediaConfig())
+    hevc.video_codec = "hevc"
+    assert StreamOut(hevc).track("video") is None and StreamOut(hevc).missing() == {"video": "hevc"}
