@@ -50,8 +50,14 @@ class MicroVibe:
         return (f"rtmp://127.0.0.1:{self.service.rtmp_port}/live/{stream_key}",
                 f"http://127.0.0.1:{self.service.media_http_port}/hls/{room_id}.m3u8")
 
-    def _create_room(self) -> tuple[str, str]:
-        room = _post(self.service.url("/api/v1/live/create"), {"title": "bench", "push_protocol": "rtmp"}, self._access)
+    def new_whip_stream(self) -> tuple[str, str, str]:
+        """(room id, stream key, HLS playlist URL) of a new room to publish to over WHIP."""
+        stream_key, room_id = self._create_room("webrtc")
+        return room_id, stream_key, f"http://127.0.0.1:{self.service.media_http_port}/hls/{room_id}.m3u8"
+
+    def _create_room(self, push_protocol: str = "rtmp") -> tuple[str, str]:
+        room = _post(self.service.url("/api/v1/live/create"), {"title": "bench", "push_protocol": push_protocol},
+                     self._access)
         return room["stream_key"], room["room"]["room_id"]
 
     @property

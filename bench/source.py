@@ -1,4 +1,9 @@
-"""The test stream: 720p30 H.264 ~2.5 Mbit/s (2 s GOP) + AAC, encoded once into bench/out/."""
+"""The test stream: 720p30 H.264 ~2.5 Mbit/s (2 s GOP) + AAC, encoded once into bench/out/.
+
+x264 veryfast uses B-frames (3 at most); `bframes=False` encodes a second clip without them (`-bf 0`,
+otherwise the same) for the WebRTC measurements (bench/bridges.py): browsers expect no B-frames in
+WebRTC H.264, and the fan-out and HLS figures keep the clip they were measured with.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,10 @@ OUT = Path(__file__).resolve().parent / "out"
 SECONDS = 24  # longer than a measured window, so a loop boundary never hides in frame matching
 
 
-def source_flv(seconds: int = SECONDS) -> Path:
+def source_flv(seconds: int = SECONDS, bframes: bool = True) -> Path:
     """Encode the looped source once; later runs reuse it (bench/out/ is gitignored)."""
     OUT.mkdir(exist_ok=True)
-    path = OUT / f"source-720p30-{seconds}s.flv"
+    path = OUT / f"source-720p30-{seconds}s{'' if bframes else '-bf0'}.flv"
     if path.exists() and path.stat().st_size > 0:
         return path
     tmp = path.with_suffix(".tmp.flv")
@@ -24,7 +29,7 @@ def source_flv(seconds: int = SECONDS) -> Path:
         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
         "-t", str(seconds),
         "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-        "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
+        "-g", "60", "-keyint_min", "60", "-sc_threshold", "0", *([] if bframes else ["-bf", "0"]),
         "-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "5000k",
         "-c:a", "aac", "-b:a", "128k", "-f", "flv", str(tmp),
     ]  # fmt: skip

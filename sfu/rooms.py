@@ -137,7 +137,8 @@ class Sfu:
             await self._end_session(grant, "error", 0, 0)
             raise
         try:
-            stream = self.registry.start(public_id, BroadcastPublisher(session), protocol="webrtc")
+            stream = self.registry.start(public_id, BroadcastPublisher(session), protocol="webrtc",
+                                         keyframe_source=session.source.request_keyframe)
         except StreamAlreadyLive:
             await session.abort()
             await self._end_session(grant, "error", 0, 0)

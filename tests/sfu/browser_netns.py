@@ -63,6 +63,16 @@ window.__pc.getStats().then((report) => {
 """
 
 
+def open_watch_page(viewer, service, public_id: str, result: dict) -> None:
+    """Open the room's watch page; note how long the first picture took and its size."""
+    started = time.monotonic()
+    viewer.get(service.url(f"/live/{public_id}"))
+    size = wait_for(viewer, "const v = document.getElementById('video');"
+                    "return v.videoWidth > 0 && v.currentTime > 0 && [v.videoWidth, v.videoHeight]", 20)
+    result["first_picture_s"] = round(time.monotonic() - started, 2)
+    result["video_size"] = size
+
+
 def watch_rtmp() -> dict:
     from tests.support.media import ffmpeg_publish
 
@@ -76,12 +86,7 @@ def watch_rtmp() -> dict:
             time.sleep(2)
             with chromium(WEBRTC_FLAGS) as viewer:
                 viewer.set_script_timeout(30)
-                started = time.monotonic()
-                viewer.get(service.url(f"/live/{public_id}"))
-                size = wait_for(viewer, "const v = document.getElementById('video');"
-                                "return v.videoWidth > 0 && v.currentTime > 0 && [v.videoWidth, v.videoHeight]", 20)
-                result["first_picture_s"] = round(time.monotonic() - started, 2)
-                result["video_size"] = size
+                open_watch_page(viewer, service, public_id, result)
                 result["playback"] = viewer.execute_async_script(FRAME_COUNT, 10)
                 result["player_state"] = viewer.execute_script(
                     "return document.getElementById('player-state').textContent")
@@ -111,12 +116,7 @@ def main() -> dict:
             result["publish_state"] = wait_for(publisher, "return window.publishState === 'live' && 'live'", 20) \
                 or publisher.execute_script("return window.publishState")
             result["publish_url"] = publisher.current_url
-            started = time.monotonic()
-            viewer.get(service.url(f"/live/{public_id}"))
-            size = wait_for(viewer, "const v = document.getElementById('video');"
-                            "return v.videoWidth > 0 && v.currentTime > 0 && [v.videoWidth, v.videoHeight]", 20)
-            result["first_picture_s"] = round(time.monotonic() - started, 2)
-            result["video_size"] = size
+            open_watch_page(viewer, service, public_id, result)
             t0 = viewer.execute_script("return document.getElementById('video').currentTime")
             time.sleep(2)
             t1 = viewer.execute_script("return document.getElementById('video').currentTime")
