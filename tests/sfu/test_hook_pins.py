@@ -155,10 +155,10 @@ from aiortc.rtcpeerconnection import filter_preferred_codecs, find_common_codecs
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.rtp import (
+    DYNAMIC_PAYLOAD_TYPES,
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
-    DYNAMIC_PAYLOAD_TYPES,
     HeaderExtensions,
     HeaderExtensionsMap,
     RtcpPsfbPacket,
@@ -362,8 +362,9 @@ async def test_sender_internals():
               "self.__rtp_header_extensions_map.configure(parameters)",
               "self.__rtx_payload_type = codec.payloadType",
               "self.__rtp_task = asyncio.ensure_future(self._run_rtp(parameters.codecs[0]))")
-    _pin(RTCRtpSender.stop, "sender_forward", "await asyncio.gather(self.__rtp_started.wait(), self.__rtcp_started.wait())",
-         "self.__rtp_task.cancel()", "await asyncio.gather(self.__rtp_exited.wait(), self.__rtcp_exited.wait())")
+    _pin(RTCRtpSender.stop, "sender_forward",
+         "await asyncio.gather(self.__rtp_started.wait(), self.__rtcp_started.wait())", "self.__rtp_task.cancel()",
+         "await asyncio.gather(self.__rtp_exited.wait(), self.__rtcp_exited.wait())")
     _pin(RTCRtpSender._handle_rtcp_packet, "sender_forward / sender_route_keyframe",
          "for seq in packet.lost: await self._retransmit(seq)", "RTCP_PSFB_FIR", "RTCP_PSFB_PLI",
          "self._send_keyframe()")
