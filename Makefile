@@ -46,10 +46,12 @@ ifeq ($(CI),true)
 	$(PY) -m tests.support.with_services -- $(PY) -m pytest -q
 endif
 
-# Figures for docs/benchmarks.md: RTMP/FLV fan-out against nginx-rtmp, then the SFU.
+# Figures for docs/benchmarks.md: RTMP/FLV fan-out against nginx-rtmp, then the SFU, then the
+# RTMP <-> WebRTC bridges (next to the fan-out and HLS figures the first step wrote to bench/out/).
 bench: $(STAMP) test-tools
 	$(PY) -m bench
 	$(PY) -m bench.sfu
+	$(PY) -m bench.bridges
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,7 +1,8 @@
 """`python -m bench.bridges` (part of `make bench`): the hub's bridges between RTMP and WebRTC.
 
     python -m bench.bridges [--parts webrtc,hls] [--counts 1,10] [--seconds 15] [--warmup 5]
-                            [--runs 5] [--subs-per-proc 4] [--whip-size 640x360] [--no-doc]
+                            [--runs 5] [--subs-per-proc 4] [--whip-size 640x360]
+                            [--whip-source testsrc2|pattern] [--no-doc]
 
 - webrtc (RTMP -> WebRTC added latency): one bench/publisher.py RTMP publisher of the clip encoded
   without B-frames into MicroVibe (HLS off, as in the fan-out), then for each count N subscribers
@@ -14,9 +15,10 @@
   Then the same N as RTMP readers on the same stream (bench.run.run_case), and the fan-out's own
   rtmp-N rows (MicroVibe and nginx-rtmp, bench/out/latest.json) next to them.
 - hls (WHIP -> HLS startup): --runs fresh rooms; in each an aiortc WHIP publisher (`whip-publisher`
-  child: PatternVideo, H.264) starts while this process polls the room's playlist as bench/hls.py
-  does; startup = the first playlist listing a segment that can be fetched - the WHIP POST. Shown
-  with the RTMP -> HLS startup of bench/hls.py (bench/out/hls-latest.json).
+  child: H.264 from aiortc's encoder, FFmpeg's testsrc2 picture or the tests' PatternVideo) starts
+  while this process polls the room's playlist as bench/hls.py does; startup = the first playlist
+  listing a segment that can be fetched - the WHIP POST. Shown with the RTMP -> HLS startup of
+  bench/hls.py (bench/out/hls-latest.json).
 
 The tables replace the sections between `<!-- bench:rtmp-webrtc:start/end -->` and
 `<!-- bench:whip-hls:start/end -->` in docs/benchmarks.md; raw numbers go to bench/out/bridges-*.json.
@@ -29,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import math
+import select
 import signal
 import statistics
 import subprocess
@@ -47,6 +50,7 @@ from .source import OUT
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("webrtc", "hls")
 WHEP_STARTUP = 3.0  # s for the worker processes to start and every subscriber to join before the warm-up
+CHILD_START_TIMEOUT = 20.0  # s for the WHIP publisher child to start (imports) and reach its POST
 SLICE_TYPES = (1, 5)  # coded slice of a non-IDR / an IDR picture
 MARKERS = {
     "webrtc": ("<!-- bench:rtmp-webrtc:start -->", "<!-- bench:rtmp-webrtc:end -->"),
@@ -413,7 +417,9 @@ def whip_startup_run(server, args) -> dict:
                                  cwd=ROOT, stdout=subprocess.PIPE, text=True)
     row: dict = {"polls": 0}
     try:
-        first = publisher.stdout.readline() if publisher.stdout else ""  # just before the POST
+        first = ""
+        if publisher.stdout and select.select([publisher.stdout], [], [], CHILD_START_TIMEOUT)[0]:
+            first = publisher.stdout.readline()  # printed just before the POST
         if first.startswith("posted="):
             deadline = time.monotonic() + RUN_TIMEOUT
             due = time.monotonic()
@@ -579,6 +585,8 @@ def webrtc_section(part: dict, fanout: dict | None, machine: dict, args) -> str:
     errors = [f"{r['case']}: {', '.join(r['errors'])}" for r in part["rows"] if r.get("errors")]
     if errors:
         notes.append(f"Errors: {'; '.join(errors)}.")
+    if part.get("error") and part["rows"]:
+        notes.append(f"The run stopped early: {part['error']}.")
     return "\n".join(lines + notes)
 
 
@@ -588,8 +596,12 @@ def _startup_row(path: str, server: str, st: dict | None, setup: str) -> str:
         return f"| {path} | {server} | {ok} | | | | | | | |"
     return (f"| {path} | {server} | {st['runs_ok']}/{st['runs']} | {st['startup_median_s']:.3f} "
             f"| {st['startup_min_s']:.3f} | {st['startup_max_s']:.3f} | {setup} "
-            f"| {st['from_media_median_s']:.3f} | {st['with_segment_median_s']:.3f} "
-            f"| {', '.join(f'{d:g}' for d in st['first_segment_s'])} |")
+            f"| {st['from_media_median_s']:.3f} | {st['with_segment_median_s']:.3f} | {_span(st['first_segment_s'])} |")
+
+
+def _span(values: list[float]) -> str:
+    low, high = f"{min(values):.2f}", f"{max(values):.2f}"
+    return low if low == high else f"{low}-{high}"
 
 
 def hls_section(part: dict, hls: dict | None, machine: dict, args) -> str:
@@ -618,9 +630,16 @@ def hls_section(part: dict, hls: dict | None, machine: dict, args) -> str:
     if st.get("runs_ok"):
         lines.append(f"WHIP setup, median: POST to the 201 answer {st['signaling_median_ms']:.0f} ms, answer to the "
                      f"first video frame (ICE + DTLS) {st['connect_median_ms']:.0f} ms.")
+    asked = [r["keyframe_requests"] for r in part["runs"] if "startup_s" in r]
+    if asked:
+        firsts = [statistics.median(a[i] for a in asked if len(a) > i) for i in range(max(map(len, asked)))]
+        lines.append(f"Keyframe requests reaching the WHIP publisher, s after its first frame (median by order): "
+                     f"{', '.join(f'{t:.2f}' for t in firsts[:5])}.")
     errors = [r["error"].splitlines()[0] for r in part["runs"] if r.get("error")]
     if errors:
         lines.append(f"Failed runs: {'; '.join(errors)}.")
+    if part.get("error") and part["runs"]:
+        lines.append(f"The run stopped early: {part['error']}.")
     if hls:
         lines.append(f"RTMP -> HLS rows: `bench/out/hls-latest.json`, run {_run_label(hls)} (the [HLS](#hls) "
                      f"section; setup = first RTMP byte to the first media tag).")

@@ -491,10 +491,10 @@ def ice_restrict(addresses: list[str] | None, *, consent_interval: float | None 
 @contextlib.contextmanager
 def ice_loopback_only():
     """For tests and the bench: every ICE agent in this process uses 127.0.0.1 only."""
-    saved = dict(_ice), aioice.ice.CONSENT_INTERVAL, aioice.ice.CONSENT_FAILURES
+    saved = dict(_ice), aioice.ice.CONSENT_INTERVAL, aioice.ice.CONSENT_FAILURES, aioice.ice.asyncio
     ice_restrict(["127.0.0.1"])
     try:
         yield
     finally:
         _ice.update(saved[0])
-        aioice.ice.CONSENT_INTERVAL, aioice.ice.CONSENT_FAILURES = saved[1], saved[2]
+        aioice.ice.CONSENT_INTERVAL, aioice.ice.CONSENT_FAILURES, aioice.ice.asyncio = saved[1:]
