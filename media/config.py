@@ -63,9 +63,10 @@ class MediaConfig:
     hls_fragment: float = 2.0
     hls_playlist_length: float = 60.0
     hls_cleanup_after: float = 60.0
-    # A source that makes keyframes only when asked (WebRTC) is asked this often (s) while readers
-    # that cut on keyframes (HLS, FLV/RTMP joiners) follow it; 0: only when a reader asks.
-    source_keyframe_every: float = 1.0
+    # A source that makes keyframes only when asked (WebRTC) is asked for one this long (s) after
+    # its last while readers that cut on keyframes (HLS, FLV/RTMP joiners) follow it; 0: only when
+    # a reader asks. Defaults to HLS_FRAGMENT, so HLS cuts at each.
+    source_keyframe_every: float = 2.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> MediaConfig:
@@ -92,5 +93,5 @@ class MediaConfig:
             hls_playlist_length=_float(env, "HLS_PLAYLIST_LENGTH", d.hls_playlist_length),
             hls_cleanup_after=_float(env, "HLS_CLEANUP_AFTER", d.hls_cleanup_after),
             source_keyframe_every=_float(env, "SOURCE_KEYFRAME_EVERY",
-                                         _float(env, "HLS_FRAGMENT", d.hls_fragment) / 2),
+                                         _float(env, "HLS_FRAGMENT", d.hls_fragment)),
         )

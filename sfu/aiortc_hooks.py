@@ -87,12 +87,16 @@ class ForwardJitterBuffer(JitterBuffer):
     Audio (Opus: one packet, one frame): every packet is a frame; late ones are dropped.
     """
 
-    def __init__(self, sink: FrameSink, is_video: bool, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, sink: FrameSink, is_video: bool, clock: Callable[[], float] = time.monotonic,
+                 codec: str | None = None) -> None:
         super().__init__(capacity=512 if is_video else 16, is_video=is_video)
         self.sink = sink
         self.ssrc: int | None = None
         self._clock = clock
-        self._synced = not is_video  # video starts after the first marker (we may join mid-frame)
+        # Video starts at the first packet that starts a frame (`codec` known), else after the
+        # first marker: we may join mid-frame, and a publisher's very first frame is its keyframe.
+        self._synced = not is_video
+        self._codec = (codec or "").lower()
         self._gap_since: float | None = None
         self._after_loss = False
         self._ts_last: int | None = None
@@ -116,10 +120,14 @@ class ForwardJitterBuffer(JitterBuffer):
             self.sink(packet._data, self._unwrap(packet.timestamp), now, False)  # type: ignore[attr-defined]
             return False, None
         if not self._synced:
-            if packet.marker:
+            if frame_starts(self._codec, packet.payload):
                 self._synced = True
-                self._origin = uint16_add(packet.sequence_number, 1)
-            return False, None
+                self._origin = packet.sequence_number
+            else:
+                if packet.marker:
+                    self._synced = True
+                    self._origin = uint16_add(packet.sequence_number, 1)
+                return False, None
         pli, _ = super().add(packet)
         if pli:
             self._after_loss = True
@@ -170,10 +178,24 @@ class ForwardJitterBuffer(JitterBuffer):
         return True
 
 
-def receiver_forward(receiver: RTCRtpReceiver, sink: FrameSink) -> ForwardJitterBuffer:
-    """Make `receiver` hand encoded frames to `sink` instead of its decoder. Call before media flows."""
+def frame_starts(codec: str, payload: bytes) -> bool:
+    """Does this RTP payload start a frame? VP8: S bit of partition 0 (RFC 7741); H.264: a single
+    NAL unit, STAP-A, or the first FU-A fragment (RFC 6184). False when unknown."""
+    if len(payload) < 2:
+        return False
+    if codec == "vp8":
+        return bool(payload[0] & 0x10) and payload[0] & 0x07 == 0
+    if codec == "h264":
+        nal_type = payload[0] & 0x1F
+        return 1 <= nal_type <= 24 or (nal_type == 28 and bool(payload[1] & 0x80))
+    return False
+
+
+def receiver_forward(receiver: RTCRtpReceiver, sink: FrameSink, codec: str | None = None) -> ForwardJitterBuffer:
+    """Make `receiver` hand encoded frames to `sink` instead of its decoder. Call before media flows.
+    `codec` ("VP8", "H264") lets video start at the first frame instead of the second."""
     kind = receiver._RTCRtpReceiver__kind  # type: ignore[attr-defined]
-    buffer = ForwardJitterBuffer(sink, is_video=kind == "video")
+    buffer = ForwardJitterBuffer(sink, is_video=kind == "video", codec=codec)
     receiver._RTCRtpReceiver__jitter_buffer = buffer  # type: ignore[attr-defined]
     return buffer
 

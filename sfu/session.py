@@ -204,7 +204,7 @@ def _attach_source(session: PublisherSession, transceiver) -> None:
     track = session.source.track(transceiver.kind, codec.mimeType.split("/")[1], codec.clockRate)
     if transceiver.kind == "video":
         session._throttles.append(KeyframeThrottle(send_pli, interval=settings.RTC_KEYFRAME_INTERVAL))
-    buffer = receiver_forward(receiver, track.on_frame)
+    buffer = receiver_forward(receiver, track.on_frame, codec.mimeType.split("/")[1])
     receiver_on_sender_report(receiver, track.sender_report)
     session.codecs[transceiver.kind] = codec.mimeType
 

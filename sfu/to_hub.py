@@ -139,6 +139,8 @@ class TrackToHub:
                 return
             self._broken = False
         dts = self.clock.dts(timestamp)
+        if keyframe:
+            self.source.keyframe_seen()
         if nals is None:
             stream.write(AccessUnit(VIDEO, "vp8", dts, dts, data, keyframe=keyframe), arrived)
         elif nals:
@@ -170,8 +172,9 @@ class WebRtcSource:
     """A publisher's tracks writing into one hub stream (set with `attach` once it exists).
 
     A WebRTC encoder makes a keyframe only when asked; while the stream has readers that cut or
-    join on keyframes (HLS, a recorder, RTMP/FLV viewers) it is asked every
-    `source_keyframe_every` seconds, so HLS segments stay near their target length.
+    join on keyframes (HLS, a recorder, RTMP/FLV viewers) it is asked for one
+    `source_keyframe_every` seconds after the last (default HLS_FRAGMENT), so that keyframe arrives
+    just after the segment's target length and HLS cuts there.
     """
 
     def __init__(self, request_keyframe: Callable[[], None]) -> None:
@@ -194,20 +197,25 @@ class WebRtcSource:
                 stream.audio_codec = track.codec
         stream.keyframe_source = self.request_keyframe
         self.stream = stream
-        if VIDEO in self.tracks and stream.config.source_keyframe_every > 0:
-            self._arm()
+        self.keyframe_seen()
 
-    def _arm(self) -> None:
-        self._timer = asyncio.get_running_loop().call_later(self.stream.config.source_keyframe_every, self._tick)
+    def keyframe_seen(self) -> None:
+        """A video keyframe went into the stream: the next is due `source_keyframe_every` from now."""
+        stream = self.stream
+        if stream is None or VIDEO not in self.tracks or stream.config.source_keyframe_every <= 0:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(stream.config.source_keyframe_every, self._due)
 
-    def _tick(self) -> None:
+    def _due(self) -> None:
+        self._timer = None
         stream = self.stream
         if stream is None or stream.closed:
-            self._timer = None
             return
         if stream.readers or stream.fanout_viewers:
             self.request_keyframe()
-        self._arm()
+        self.keyframe_seen()  # ask again if that one never comes
 
     def close(self) -> None:
         if self._timer is not None:

@@ -151,7 +151,7 @@ def _segments(service, room) -> int:
     return playlist(service, room).count("#EXTINF")
 
 
-async def test_whip_to_hls_startup_is_reported_by_the_stream_own_keyframes(service, room):
+async def test_a_whip_streams_hls_segments_stay_near_the_fragment_length(service, room):
     """The WebRTC source asks for a keyframe at every HLS fragment: segments near HLS_FRAGMENT (2 s)
     even though a WebRTC encoder sends keyframes only when asked."""
     pc, resource = await whip_publish(service.url(""), room["room"]["room_id"], room["stream_key"],

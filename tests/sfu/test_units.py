@@ -317,3 +317,19 @@ def test_a_viewer_that_cannot_take_the_stream_gets_a_clear_refusal():
     hevc = Stream("hevc-room", MediaConfig())
     hevc.video_codec = "hevc"
     assert StreamOut(hevc).track("video") is None and StreamOut(hevc).missing() == {"video": "hevc"}
+
+
+def test_video_starts_at_the_first_packet_that_starts_a_frame():
+    """A publisher's first frame is its keyframe: forwarding starts there, not at the next marker."""
+    out = []
+    buffer = ForwardJitterBuffer(lambda *a: out.append(a), is_video=True, clock=lambda: 0.0, codec="VP8")
+    first = RtpPacket(payload_type=96, sequence_number=7, timestamp=0, marker=0, ssrc=1, payload=b"\x10\x00")
+    first._data = b"key-"
+    last = RtpPacket(payload_type=96, sequence_number=8, timestamp=0, marker=1, ssrc=1, payload=b"\x00\x00")
+    last._data = b"frame"
+    buffer.add(first)
+    buffer.add(last)
+    assert [d for d, *_ in out] == [b"key-frame"]
+    assert aiortc_hooks.frame_starts("h264", b"\x7c\x85") and not aiortc_hooks.frame_starts("h264", b"\x7c\x05")
+    assert aiortc_hooks.frame_starts("h264", b"\x65\x88") and aiortc_hooks.frame_starts("h264", b"\x78\x00")
+    assert not aiortc_hooks.frame_starts("vp8", b"\x00\x00") and not aiortc_hooks.frame_starts("opus", b"\x10\x00")
