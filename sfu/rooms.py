@@ -209,14 +209,6 @@ class Sfu:
         await session.close("closed")
         return True
 
-    async def drop_publisher(self, public_id: str, reason: str) -> bool:
-        """MediaControl: staff ended the stream or rotated the key."""
-        room = self.rooms.get(public_id)
-        if room is None or room.broadcast is None:
-            return False
-        await room.broadcast.close(normalize_end_reason(reason))
-        return True
-
     # -- multi-party call: rtc:join / produce / consume / leave -----------------------------------
 
     async def peer_join(self, public_id: str, user: str, channel_name: str) -> tuple[CallPeer, RtcRoom]:
@@ -309,8 +301,3 @@ def sfu_get() -> Sfu:
     if _sfu is None:
         _sfu = Sfu()
     return _sfu
-
-
-async def drop_publisher(public_id: str, reason: str) -> bool:
-    """The SFU's half of the media plane's MediaControl (the lead combines it with RTMP's)."""
-    return await sfu_get().drop_publisher(public_id, reason)

@@ -233,3 +233,38 @@ async def test_a_whip_stream_plays_in_chromium_with_mpegts_js_and_hls_js(service
 
     advanced, errors, size = await asyncio.to_thread(watch)
     assert advanced >= 4.5 and errors == [] and size == [640, 360], (advanced, errors, size)
+
+
+async def test_staff_end_drops_a_whip_publisher_and_its_viewers_on_every_protocol(service, room, streamer_token):
+    """The registry's staff drop reaches a WebRTC publisher like an RTMP one; its FLV viewer ends."""
+    from tests.sfu.clients import recv_offer
+    from tests.support.api import api
+
+    pc, resource = await whip_publish(service.url(""), room["room"]["room_id"], room["stream_key"],
+                                      [PatternVideo(640, 360, 30)], video_codec="H264")
+    try:
+        assert await asyncio.to_thread(wait_until, lambda: room_status(service, room) == "live", 10)
+        viewer = await asyncio.to_thread(urllib.request.urlopen, flv_url(service, room), None, 10)
+        assert await asyncio.to_thread(viewer.read, 1000)
+        status, body = await asyncio.to_thread(api, service, f"/api/v1/live/{room['room']['room_id']}/end", {},
+                                               streamer_token)
+        assert status == 200 and body["data"]["was_live"]
+        ended = time.monotonic()
+
+        def drain() -> None:
+            while viewer.read(65536):
+                pass
+
+        await asyncio.wait_for(asyncio.to_thread(drain), 5)  # the FLV response ends (chunked end)
+        assert time.monotonic() - ended < 3
+        assert await asyncio.to_thread(
+            wait_until, lambda: pc.connectionState in ("closed", "failed") or json.loads(
+                service.get("/api/v1/rtc/stats")[1])["data"]["publishers"] == 0, 5)
+        offer_pc, _ = await recv_offer(("video",))
+        status, _, body = await http_async("POST", service.url(f"/whep/{room['room']['room_id']}"),
+                                           offer_pc.localDescription.sdp.encode(), {"Content-Type": "application/sdp"})
+        await offer_pc.close()
+        assert status == 404 and json.loads(body)["code"] == "not_live"
+    finally:
+        await http_async("DELETE", resource)
+        await pc.close()
