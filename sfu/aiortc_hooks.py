@@ -329,10 +329,14 @@ class RtpOutput:
             return None
         if pair is not self._pair:
             self.close()
-            fileno = pair.protocol.transport.get_extra_info("socket").fileno()
-            self._socket = socket.socket(fileno=os.dup(fileno))
-            self._socket.setblocking(False)
             self._pair = pair
+            sock = pair.protocol.transport.get_extra_info("socket")
+            try:  # no socket of its own (e.g. a TURN relay): frames go through asyncio's sendto
+                if sock is not None:
+                    self._socket = socket.socket(fileno=os.dup(sock.fileno()))
+                    self._socket.setblocking(False)
+            except OSError:
+                self._socket = None
         return pair
 
     def send(self, payloads: list[bytes], timestamp: int) -> bool:
@@ -371,7 +375,7 @@ class RtpOutput:
         self._sequence = sequence
         transport = pair.protocol.transport
         try:
-            if transport.get_write_buffer_size():  # asyncio holds queued datagrams: keep the order
+            if self._socket is None or transport.get_write_buffer_size():  # keep asyncio's queue in order
                 for datagram in datagrams:
                     transport.sendto(datagram, pair.remote_addr)
             else:
