@@ -1,7 +1,8 @@
 """WebRTC viewers as hub readers: each unit packetized once per stream, sent to every subscriber.
 
 `StreamOut` is a sink of one hub stream (any publisher: RTMP, WHIP, a call peer) with one
-`TrackOut` per kind that WebRTC can carry (H.264, VP8, Opus). Each unit is turned into the RTP
+`TrackOut` per kind that WebRTC can carry (H.264, VP8, Opus; AAC through the AAC -> Opus bridge,
+`media/bridges`, run once per stream while WebRTC viewers listen). Each unit is turned into the RTP
 payloads once (H.264: length-prefixed NALUs to Annex B, SPS/PPS put before every IDR that lacks
 them) and handed synchronously, in one pass, to every subscriber's `RtpOutput`
 (sfu/aiortc_hooks.py): each subscriber only adds its RTP headers, SRTP-protects and sends the frame
@@ -27,10 +28,12 @@ from collections import deque
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
+from media.bridges.audio import AacToOpus
+from media.bridges.runner import AudioBridge
 from media.codecs import avc
 from media.codecs.errors import CodecError
 from media.hub.stream import Entry, Stream
-from media.hub.unit import AUDIO, TIME_BASE, VIDEO
+from media.hub.unit import AUDIO, TIME_BASE, VIDEO, AccessUnit
 
 from .aiortc_hooks import Packetizer, RtpOutput
 from .stats import Samples
@@ -44,10 +47,13 @@ SQUEEZE = TIME_BASE // 1000  # RTP ticks between squeezed GOP frames (1 ms)
 _START_CODE = b"\x00\x00\x00\x01"
 
 
+BRIDGED = {(AUDIO, "aac")}  # converted once per stream while WebRTC viewers listen (media/bridges)
+
+
 def webrtc_codec(kind: str, codec: str | None, config: Entry | None) -> RTCRtpCodecParameters | None:
-    """The RTP codec a stream's track goes out as, or None when WebRTC cannot carry it as is."""
+    """The RTP codec a stream's track goes out as (itself or through a bridge), or None."""
     if kind == AUDIO:
-        if codec == "opus":
+        if codec == "opus" or (kind, codec) in BRIDGED:
             return RTCRtpCodecParameters(mimeType="audio/opus", clockRate=OPUS_RATE, channels=2)
         return None
     if codec == "vp8":
@@ -79,10 +85,13 @@ class Frame:
 class TrackOut:
     """One kind of one stream, out to every WebRTC subscriber."""
 
-    def __init__(self, owner: StreamOut, kind: str, codec: RTCRtpCodecParameters) -> None:
+    def __init__(self, owner: StreamOut, kind: str, codec: RTCRtpCodecParameters, bridged: bool = False) -> None:
         self.owner = owner
         self.kind = kind
         self.codec = codec
+        # Fed by a bridge (the stream's AAC as Opus) instead of the stream, while anyone listens.
+        self.bridged = bridged
+        self.bridge: AudioBridge | None = None
         self.subscribers: set[SubscriberTrack] = set()
         self.latency = owner.latency
         self.frames = 0
@@ -150,6 +159,9 @@ class TrackOut:
         self.subscribers.add(track)
         self._order = tuple(self.subscribers)
         self.owner.viewers_changed()
+        if self.bridged and self.bridge is None:
+            self.bridge = AudioBridge(self.stream, "aac-opus", AacToOpus, self._bridged)
+            log.info("sfu: %s AAC -> Opus for WebRTC viewers started", self.stream.public_id)
         if self.kind == VIDEO:
             self.request_keyframe()
         return track
@@ -159,6 +171,17 @@ class TrackOut:
         self._order = tuple(self.subscribers)
         track.stop()
         self.owner.viewers_changed()
+        if not self.subscribers and self.bridge is not None:
+            self._stop_bridge()
+
+    def _bridged(self, unit: AccessUnit) -> None:
+        self.on_entry(Entry(unit, unit.ms, None, True, time.monotonic()))
+
+    def _stop_bridge(self) -> None:
+        bridge, self.bridge = self.bridge, None
+        bridge.stop()
+        log.info("sfu: %s AAC -> Opus stopped (%d units in, %d dropped behind)", self.stream.public_id,
+                 bridge.reader.delivered, bridge.dropped)
 
     def gop_frames(self) -> list[Frame]:
         """This kind's frames of the GOP cache, squeezed to end at the newest one's timestamp."""
@@ -176,6 +199,8 @@ class TrackOut:
 
     def end(self) -> None:
         self.ended = True
+        if self.bridge is not None:
+            self._stop_bridge()
         for track in list(self.subscribers):
             track.stop()
         self.subscribers.clear()
@@ -202,7 +227,8 @@ class StreamOut:
                                  stream.video_config if kind == VIDEO else None)
             if codec is None:
                 return None
-            out = self.tracks[kind] = TrackOut(self, kind, codec)
+            bridged = (kind, stream.audio_codec if kind == AUDIO else stream.video_codec) in BRIDGED
+            out = self.tracks[kind] = TrackOut(self, kind, codec, bridged)
             if kind == VIDEO and stream.video_config is not None:
                 out.on_entry(stream.video_config)
         return out
@@ -215,7 +241,7 @@ class StreamOut:
 
     def on_entry(self, entry: Entry) -> None:
         out = self.tracks.get(entry.unit.kind)
-        if out is not None:
+        if out is not None and not out.bridged:
             out.on_entry(entry)
 
     def stream_ended(self, reason: str) -> None:

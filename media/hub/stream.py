@@ -353,6 +353,10 @@ class Stream:
         source()
         return True
 
+    def last_dts(self, kind: str) -> int | None:
+        """The dts of the newest unit of this kind (None before any)."""
+        return self._last_dts.get(kind)
+
     def tracks(self) -> dict[str, str]:
         """The codecs this stream carries, e.g. {"video": "h264", "audio": "aac"}."""
         found = {VIDEO: self.video_codec, AUDIO: self.audio_codec}

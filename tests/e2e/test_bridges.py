@@ -51,7 +51,7 @@ def decode_video(url: str, seconds: float, timeout: float = 40.0) -> tuple[list[
 
 async def test_an_rtmp_stream_plays_over_webrtc_in_an_aiortc_viewer(service, room):
     """OBS -> WebRTC: H.264 passthrough, the SDP carries the SPS's profile, the picture starts at once
-    from the GOP cache; AAC has no WebRTC form yet and the answer says so."""
+    from the GOP cache; the AAC audio arrives as Opus (converted once per stream while viewers listen)."""
     publisher = ffmpeg_publish(rtmp_publish_url(service, room), gop=60)  # a 2 s GOP, as OBS's default
     pcs = []
     try:
@@ -63,16 +63,22 @@ async def test_an_rtmp_stream_plays_over_webrtc_in_an_aiortc_viewer(service, roo
         pcs.append(pc)
         video = await asyncio.wait_for(collectors["video"], 10)
         first = await asyncio.wait_for(video.first, 10)
+        audio = await asyncio.wait_for(collectors["audio"], 10)
+        first_audio = await asyncio.wait_for(audio.first, 10)
         await asyncio.sleep(5)
         assert first - started < 1.0, f"first picture after {first - started:.2f} s"
         assert {(w, h) for _, w, h in video.frames} == {(640, 360)}
         rate = video.rate(first + 1)
         assert rate >= 27, f"decoded {rate:.1f} fps of 30"
-        assert not collectors["audio"].done(), "no audio track: AAC does not play over WebRTC yet"
+        # Opus: 20 ms frames, 50 a second; > 90 % of them decoded, 48 kHz
+        audio_rate = audio.rate(first_audio + 1)
+        assert audio_rate >= 45, f"decoded {audio_rate:.1f} audio frames/s of 50"
+        assert {rate for _, _, rate in audio.frames} == {48000}
         # profile-level-id in the answer is the stream's own (x264: High, level from the SPS)
         answer = pc.remoteDescription.sdp
         profiles = set(re.findall(r"profile-level-id=([0-9a-fA-F]{6})", answer))
         assert len(profiles) == 1 and profiles.pop().lower().startswith("64"), answer
+        assert "opus/48000" in answer.lower()
         status, headers, _ = await http_async("DELETE", resource)
         assert status == 200
     finally:
@@ -81,27 +87,46 @@ async def test_an_rtmp_stream_plays_over_webrtc_in_an_aiortc_viewer(service, roo
         stop(publisher)
 
 
-async def test_the_whep_answer_says_what_does_not_play_over_webrtc(service, room):
+async def test_the_whep_answer_and_the_api_say_what_does_not_play_as_published(service, room):
+    """A viewer whose offer lacks the stream's High profile is told it got it labelled 42e01f; the
+    room's API detail lists the codecs and, for a VP8 publisher, that RTMP/FLV/HLS cannot play it."""
+    from aiortc import RTCRtpSender
+
+    from tests.sfu.clients import peer_connection
+
     publisher = ffmpeg_publish(rtmp_publish_url(service, room))
     try:
         assert wait_until(lambda: room_status(service, room) == "live", 15)
-        from tests.sfu.clients import recv_offer
-        pc, _ = await recv_offer(("audio", "video"))
+        pc = peer_connection()
+        transceiver = pc.addTransceiver("video", direction="recvonly")
+        transceiver.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
+                                         if c.parameters.get("profile-level-id") == "42e01f"])
+        await pc.setLocalDescription(await pc.createOffer())
         status, headers, body = await http_async(
             "POST", service.url(f"/whep/{room['room']['room_id']}"), pc.localDescription.sdp.encode(),
             {"Content-Type": "application/sdp"})
         await pc.close()
         assert status == 201, body
-        assert "audio aac" in headers["X-Stream-Notes"], headers
+        assert "labelled 42e01f" in headers["X-Stream-Notes"], headers
+
         def media():
             return json.loads(service.get(f"/api/v1/live/{room['room']['room_id']}")[1])["data"].get("media")
 
         assert await asyncio.to_thread(wait_until, lambda: media() is not None, 5)
-        media = media()
-        assert media["tracks"] == {"video": "h264", "audio": "aac"} and media["publisher"] == "rtmp"
-        assert any("aac" in note for note in media["notes"]), media
+        assert media() == {"publisher": "rtmp", "tracks": {"video": "h264", "audio": "aac"}, "notes": []}
     finally:
         stop(publisher)
+    whip, resource = await whip_publish(service.url(""), room["room"]["room_id"], room["stream_key"],
+                                        [PatternVideo(320, 180, 30)], video_codec="VP8")
+    try:
+        assert await asyncio.to_thread(
+            wait_until, lambda: (media() or {}).get("publisher") == "webrtc", 10)
+        described = media()
+        assert described["tracks"] == {"video": "vp8"}
+        assert any("video vp8" in note and "HLS" in note for note in described["notes"]), described
+    finally:
+        await http_async("DELETE", resource)
+        await whip.close()
 
 
 @pytest.fixture

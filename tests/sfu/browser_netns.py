@@ -2,7 +2,7 @@
 - `publish` (default): publish the fake camera from one Chromium's publish page and play it on a
   second Chromium's watch page;
 - `rtmp`: ffmpeg pushes an OBS-style RTMP stream (x264 High, AAC) and Chromium plays the room's
-  watch page, which tries WebRTC first: the bridge from the hub.
+  watch page, which tries WebRTC first: H.264 from the hub, the AAC converted to Opus.
 Prints one JSON line with what was seen; tests/sfu/test_browser.py runs it."""
 from __future__ import annotations
 
@@ -62,6 +62,17 @@ window.__pc.getStats().then((report) => {
 });
 """
 
+# The audio receiver's counters: energy, samples received and concealed (jitter buffer underruns).
+AUDIO_STATS = """
+const done = arguments[arguments.length - 1];
+window.__pc.getStats().then((report) => {
+  let audio = null;
+  report.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') audio = s; });
+  done(audio && {energy: audio.totalAudioEnergy || 0, samples: audio.totalSamplesReceived || 0,
+                 concealed: audio.concealedSamples || 0, packets: audio.packetsReceived || 0});
+});
+"""
+
 
 def open_watch_page(viewer, service, public_id: str, result: dict) -> None:
     """Open the room's watch page; note how long the first picture took and its size."""
@@ -84,15 +95,20 @@ def watch_rtmp() -> dict:
         publisher = ffmpeg_publish(f"rtmp://127.0.0.1:{service.rtmp_port}/live/{key}")
         try:
             time.sleep(2)
-            with chromium(WEBRTC_FLAGS) as viewer:
+            with chromium(WEBRTC_FLAGS, mute_audio=False) as viewer:
                 viewer.set_script_timeout(30)
                 open_watch_page(viewer, service, public_id, result)
+                viewer.execute_script("document.getElementById('video').muted = false")  # as a viewer's click
                 result["playback"] = viewer.execute_async_script(FRAME_COUNT, 10)
                 result["player_state"] = viewer.execute_script(
                     "return document.getElementById('player-state').textContent")
                 result["notes"] = viewer.execute_script("return document.getElementById('stream-notes').textContent")
                 result["player_errors"] = viewer.execute_script("return window.playerErrors")
                 result["inbound"] = viewer.execute_async_script(INBOUND_CODECS)
+                before = viewer.execute_async_script(AUDIO_STATS)
+                time.sleep(5)
+                after = viewer.execute_async_script(AUDIO_STATS)
+                result["audio"] = {"before": before, "after": after}
         finally:
             publisher.terminate()
             publisher.wait(10)

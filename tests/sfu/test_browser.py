@@ -31,8 +31,8 @@ def in_loopback_namespace(*args: str) -> dict:
 
 def test_chromium_watches_an_rtmp_stream_over_webrtc():
     """OBS-style RTMP (x264 High, no B-frames, AAC) -> the watch page's WebRTC player: H.264 plays at
-    the source's 30 fps, labelled with a profile Chromium offers (it has no High), and the page says
-    that the AAC audio does not play over WebRTC yet."""
+    the source's 30 fps, labelled with a profile Chromium offers (it has no High, the page says so),
+    and the AAC arrives as Opus with sound in it (getStats' totalAudioEnergy)."""
     result = in_loopback_namespace("rtmp")
     assert result["player_state"] == "playing webrtc", result
     assert result["video_size"] == [640, 360], result
@@ -42,7 +42,13 @@ def test_chromium_watches_an_rtmp_stream_over_webrtc():
     assert fps >= 27, result
     assert playback["max_gap_ms"] < 500, result
     assert any(line.startswith("video video/H264") for line in result["inbound"]), result
-    assert "audio aac" in result["notes"], result
+    assert "labelled 42e01f" in result["notes"], result
+    assert any(line.startswith("audio audio/opus") for line in result["inbound"]), result
+    before, after = result["audio"]["before"], result["audio"]["after"]
+    assert after["energy"] > before["energy"], result  # sound, not silence
+    received = after["samples"] - before["samples"]
+    assert received > 0.9 * 5 * 48000, result  # 5 s of 48 kHz audio kept coming
+    assert after["concealed"] - before["concealed"] < 0.02 * received, result  # no gaps the receiver filled
     assert result["player_errors"] == [], result
 
 

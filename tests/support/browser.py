@@ -14,18 +14,21 @@ from .procs import require_tool
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-    "--autoplay-policy=no-user-gesture-required", "--mute-audio",
+    "--autoplay-policy=no-user-gesture-required",
 ]
 WEBRTC_FLAGS = ["--allow-loopback-in-peer-connection", "--use-fake-device-for-media-stream",
                 "--use-fake-ui-for-media-stream"]
 
 
 @contextlib.contextmanager
-def chromium(extra_flags: list[str] | None = None) -> Iterator[webdriver.Chrome]:
+def chromium(extra_flags: list[str] | None = None, *, mute_audio: bool = True) -> Iterator[webdriver.Chrome]:
+    """`mute_audio=False` lets the page play sound (to a null sink here), so WebRTC's receive
+    statistics measure it (audio level, energy)."""
     profile = tempfile.mkdtemp(prefix="mv-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = require_tool("/usr/bin/chromium")
-    for flag in [*CHROMIUM_FLAGS, *(extra_flags or []), f"--user-data-dir={profile}"]:
+    for flag in [*CHROMIUM_FLAGS, *(["--mute-audio"] if mute_audio else []), *(extra_flags or []),
+                 f"--user-data-dir={profile}"]:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=DriverService(require_tool("/usr/bin/chromedriver")))

@@ -1,0 +1,1 @@
+"""Bridges: per-stream converters (hub readers) for codecs a target protocol cannot carry as they are."""
