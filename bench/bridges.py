@@ -41,9 +41,8 @@ import time
 import zlib
 from dataclasses import asdict
 from pathlib import Path
-from urllib.parse import urljoin
 
-from . import procstat, report
+from . import report
 from .rtmpclient import frame_key, is_coded_frame
 from .source import OUT
 
@@ -305,7 +304,7 @@ def _python(*args: str) -> list[str]:
 
 def webrtc_case(server, publisher: subprocess.Popen, sends, count: int, args, tmp: Path) -> dict:
     """N WHEP subscribers of the running RTMP stream; figures as bench.run.run_case gives them."""
-    from .run import split
+    from .run import measure_window, split
     from .stats import summarize
 
     row = {"case": f"webrtc-{count}", "kind": "whep", "server": server.name}
@@ -320,32 +319,7 @@ def webrtc_case(server, publisher: subprocess.Popen, sends, count: int, args, tm
         procs.append(subprocess.Popen(_python("whep-worker", server.service.url(""), server.room_id, "--count", str(n),
                                               "--first-index", str(first), "--t0", f"{t0:.6f}", "--t1", f"{t1:.6f}",
                                               "--out", str(outs[-1])), cwd=ROOT))
-    meters = {
-        "server": procstat.Meter(lambda: procstat.tree(server.root_pid)),
-        "publisher": procstat.Meter(lambda: [publisher.pid]),
-        **{f"client{i}": procstat.Meter(lambda p=p: [p.pid]) for i, p in enumerate(procs)},
-    }
-    machine = procstat.MachineMeter()
-    time.sleep(max(0.0, t0 - time.monotonic()))
-    machine.start()
-    for meter in meters.values():
-        meter.start()
-    time.sleep(max(0.0, t1 - time.monotonic()))
-    usage = {name: meter.stop() for name, meter in meters.items()}
-    machine_pct = machine.stop()
-    readers = []
-    for proc, out, (first, n) in zip(procs, outs, shares, strict=True):
-        try:
-            code = proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-        if out.exists():
-            readers += json.loads(out.read_text())
-        else:
-            readers += [{"index": k, "error": f"worker process exited {code}", "connected_at": None,
-                         "first_frame_at": None, "frames_total": 0, "bytes_total": 0, "frames": []}
-                        for k in range(first, first + n)]
+    usage, machine_pct, readers = measure_window(server, publisher, procs, outs, shares, t0, t1)
     time.sleep(1.0)  # the publisher flushes its send log every 0.5 s
     summary = summarize(readers, sends(), t0, t1)
     late = [r["index"] for r in readers if r["first_frame_at"] is None or r["first_frame_at"] > t0 - args.warmup / 2]
@@ -408,7 +382,7 @@ def webrtc_part(args, tmp: Path) -> dict:
 
 def whip_startup_run(server, args) -> dict:
     """One fresh room: the WHIP POST to the first playlist that lists a fetchable segment (bench/hls.py's rule)."""
-    from .hls import POLL, RUN_TIMEOUT, _get, first_segment
+    from .hls import RUN_TIMEOUT, poll_first_segment
 
     room_id, key, playlist_url = server.new_whip_stream()
     publisher = subprocess.Popen(_python("whip-publisher", server.service.url(""), room_id, key, "--size",
@@ -421,22 +395,7 @@ def whip_startup_run(server, args) -> dict:
         if publisher.stdout and select.select([publisher.stdout], [], [], CHILD_START_TIMEOUT)[0]:
             first = publisher.stdout.readline()  # printed just before the POST
         if first.startswith("posted="):
-            deadline = time.monotonic() + RUN_TIMEOUT
-            due = time.monotonic()
-            while time.monotonic() < deadline:
-                row["polls"] += 1
-                status, body = _get(playlist_url)
-                answered = time.monotonic()
-                if status == 200 and (segment := first_segment(body.decode(errors="replace"))):
-                    seg_status, seg_body = _get(urljoin(playlist_url, segment[1]))
-                    if seg_status == 200 and seg_body:
-                        row.update(playlist_at=answered, segment_at=time.monotonic(), segment_s=segment[0],
-                                   segment_bytes=len(seg_body))
-                        break
-                if publisher.poll() is not None:
-                    break
-                due += POLL
-                time.sleep(max(0.0, due - time.monotonic()))
+            poll_first_segment(playlist_url, publisher, row)
     finally:
         publisher.terminate()
         try:

@@ -59,28 +59,33 @@ def first_segment(playlist: str) -> tuple[float, str] | None:
     return None
 
 
+def poll_first_segment(playlist_url: str, publisher: subprocess.Popen, row: dict) -> None:
+    """Poll the playlist every POLL s until it lists a segment whose GET returns it; note when."""
+    deadline = time.monotonic() + RUN_TIMEOUT
+    due = time.monotonic()
+    while time.monotonic() < deadline:
+        row["polls"] += 1
+        status, body = _get(playlist_url)
+        answered = time.monotonic()
+        if status == 200 and (segment := first_segment(body.decode(errors="replace"))):
+            seg_status, seg_body = _get(urljoin(playlist_url, segment[1]))
+            if seg_status == 200 and seg_body:
+                row.update(playlist_at=answered, segment_at=time.monotonic(), segment_s=segment[0],
+                           segment_bytes=len(seg_body))
+                return
+        if publisher.poll() is not None:
+            return
+        due += POLL
+        time.sleep(max(0.0, due - time.monotonic()))
+
+
 def startup_run(server, source: Path, log: Path) -> dict:
     publish_url, playlist_url = server.new_stream()
     publisher = subprocess.Popen([sys.executable, "-m", "bench.publisher", publish_url, str(source), str(log),
                                   "--seconds", str(RUN_TIMEOUT)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     row: dict = {"polls": 0}
     try:
-        deadline = time.monotonic() + RUN_TIMEOUT
-        due = time.monotonic()
-        while time.monotonic() < deadline:
-            row["polls"] += 1
-            status, body = _get(playlist_url)
-            answered = time.monotonic()
-            if status == 200 and (segment := first_segment(body.decode(errors="replace"))):
-                seg_status, seg_body = _get(urljoin(playlist_url, segment[1]))
-                if seg_status == 200 and seg_body:
-                    row.update(playlist_at=answered, segment_at=time.monotonic(), segment_s=segment[0],
-                               segment_bytes=len(seg_body))
-                    break
-            if publisher.poll() is not None:
-                break
-            due += POLL
-            time.sleep(max(0.0, due - time.monotonic()))
+        poll_first_segment(playlist_url, publisher, row)
     finally:
         publisher.terminate()
         out, _ = publisher.communicate(timeout=10)

@@ -67,23 +67,10 @@ def start_publisher(server, source: Path, log: Path) -> subprocess.Popen:
     return proc
 
 
-def run_case(server, publisher: subprocess.Popen, pub_log: Path, case: Case, args, tmp: Path) -> dict:
-    row = {"case": case.name, "kind": case.kind, "server": server.name}
-    url = server.play_url(case.kind)
-    if url is None:
-        reason = getattr(server, "unsupported", {}).get(case.kind, f"n/a: no {case.kind} on this server")
-        return {**row, "skipped": reason}
-    if publisher.poll() is not None:
-        raise RuntimeError(f"{server.name}: the publisher exited:\n{server.log()}")
-    t0 = time.monotonic() + STARTUP + args.warmup
-    t1 = t0 + args.seconds
-    procs, outs = [], []
-    shares = split(case.readers, math.ceil(case.readers / args.readers_per_proc))  # none for ingest
-    for i, (first, count) in enumerate(shares):
-        outs.append(tmp / f"{server.name}-{case.name}-{i}.json")
-        cmd = _python("bench.readers", case.kind, url, "--count", str(count), "--first-index", str(first),
-                      "--t0", f"{t0:.6f}", "--t1", f"{t1:.6f}", "--out", str(outs[-1]))
-        procs.append(subprocess.Popen(cmd, cwd=ROOT))
+def measure_window(server, publisher: subprocess.Popen, procs: list[subprocess.Popen], outs: list[Path],
+                   shares: list[tuple[int, int]], t0: float, t1: float) -> tuple[dict, float, list[dict]]:
+    """CPU of the server, publisher and client processes over [t0, t1], then the clients' readers
+    (a crashed client process: its readers count as failed, the run goes on)."""
     meters = {
         "server": procstat.Meter(lambda: procstat.tree(server.root_pid)),
         "publisher": procstat.Meter(lambda: [publisher.pid]),
@@ -106,10 +93,31 @@ def run_case(server, publisher: subprocess.Popen, pub_log: Path, case: Case, arg
             code = proc.wait()
         if out.exists():
             readers += json.loads(out.read_text())
-        else:  # a crashed client process: its readers count as failed, the run goes on
+        else:
             readers += [{"index": k, "error": f"client process exited {code}", "connected_at": None,
                          "first_frame_at": None, "frames_total": 0, "bytes_total": 0, "frames": []}
                         for k in range(first, first + count)]
+    return usage, machine_pct, readers
+
+
+def run_case(server, publisher: subprocess.Popen, pub_log: Path, case: Case, args, tmp: Path) -> dict:
+    row = {"case": case.name, "kind": case.kind, "server": server.name}
+    url = server.play_url(case.kind)
+    if url is None:
+        reason = getattr(server, "unsupported", {}).get(case.kind, f"n/a: no {case.kind} on this server")
+        return {**row, "skipped": reason}
+    if publisher.poll() is not None:
+        raise RuntimeError(f"{server.name}: the publisher exited:\n{server.log()}")
+    t0 = time.monotonic() + STARTUP + args.warmup
+    t1 = t0 + args.seconds
+    procs, outs = [], []
+    shares = split(case.readers, math.ceil(case.readers / args.readers_per_proc))  # none for ingest
+    for i, (first, count) in enumerate(shares):
+        outs.append(tmp / f"{server.name}-{case.name}-{i}.json")
+        cmd = _python("bench.readers", case.kind, url, "--count", str(count), "--first-index", str(first),
+                      "--t0", f"{t0:.6f}", "--t1", f"{t1:.6f}", "--out", str(outs[-1]))
+        procs.append(subprocess.Popen(cmd, cwd=ROOT))
+    usage, machine_pct, readers = measure_window(server, publisher, procs, outs, shares, t0, t1)
     time.sleep(1.0)  # the publisher flushes its send log every 0.5 s
     summary = summarize(readers, load_sends(pub_log), t0, t1)
     print(f"  {server.name} {case.name}: server CPU {usage['server'].cpu_pct:.1f}%, fps min {summary['fps_min']}, "
