@@ -47,11 +47,13 @@ ifeq ($(CI),true)
 endif
 
 # Figures for docs/benchmarks.md: RTMP/FLV fan-out against nginx-rtmp, then the SFU, then the
-# RTMP <-> WebRTC bridges (next to the fan-out and HLS figures the first step wrote to bench/out/).
+# RTMP <-> WebRTC bridges (next to the fan-out and HLS figures the first step wrote to bench/out/),
+# then the transcoding bridges' CPU against an ffmpeg command line.
 bench: $(STAMP) test-tools
 	$(PY) -m bench
 	$(PY) -m bench.sfu
 	$(PY) -m bench.bridges
+	$(PY) -m bench.transcode
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
