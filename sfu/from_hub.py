@@ -44,7 +44,6 @@ OPUS_RATE = 48_000
 GOP_BURST_BYTES = 48 * 1024
 GOP_BURST_TICK = 0.004  # s
 SQUEEZE = TIME_BASE // 1000  # RTP ticks between squeezed GOP frames (1 ms)
-_START_CODE = b"\x00\x00\x00\x01"
 
 
 BRIDGED = {(AUDIO, "aac")}  # converted once per stream while WebRTC viewers listen (media/bridges)
@@ -133,7 +132,7 @@ class TrackOut:
             config = avc.decoder_config_parse(record)
         except CodecError:
             return
-        self._parameter_sets = b"".join(_START_CODE + nal for nal in (*config.sps, *config.pps))
+        self._parameter_sets = avc.nals_to_annexb((*config.sps, *config.pps))
 
     def frame(self, entry: Entry, timestamp: int | None = None) -> Frame | None:
         """The entry's RTP payloads (with its own RTP timestamp unless one is given)."""
@@ -144,7 +143,7 @@ class TrackOut:
                 nals = avc.split_avcc(data)
             except CodecError:
                 return None
-            data = b"".join(_START_CODE + nal for nal in nals)
+            data = avc.nals_to_annexb(nals)
             if unit.keyframe and self._parameter_sets and not any(avc.nal_type(n) == avc.NAL_SPS for n in nals):
                 data = self._parameter_sets + data
         if timestamp is None:

@@ -287,10 +287,10 @@ FIRST_MEDIA_WAIT = 3.0  # s a viewer of a just-started stream waits for its code
 
 async def _first_media(stream: Stream) -> None:
     """A stream that went live a moment ago may not have sent its codecs yet: wait a little."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + FIRST_MEDIA_WAIT
-    while not stream.tracks() and not stream.closed and loop.time() < deadline:
-        await asyncio.sleep(0.05)
+    try:
+        await asyncio.wait_for(stream.tracks_known.wait(), FIRST_MEDIA_WAIT)
+    except TimeoutError:
+        pass  # the answer then says the stream has nothing WebRTC plays yet
 
 
 _sfu: Sfu | None = None

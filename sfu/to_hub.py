@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 from collections.abc import Callable
 
@@ -31,7 +30,6 @@ from media.hub.unit import AUDIO, TIME_BASE, VIDEO, AccessUnit
 log = logging.getLogger(__name__)
 
 NTP_TO_UNIX = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
-_LENGTH = struct.Struct(">I")
 
 
 class PublisherClock:
@@ -164,7 +162,7 @@ class TrackToHub:
                 self._params = (sps[0], pps[0])
                 record = avc.decoder_config_build(sps[:1], pps[:1])
                 stream.write(AccessUnit(VIDEO, "h264", dts, dts, record, config=True), arrived)
-        payload = b"".join(_LENGTH.pack(len(nal)) + nal for nal in nals)
+        payload = avc.nals_to_avcc(nals)
         stream.write(AccessUnit(VIDEO, "h264", dts, dts, payload, keyframe=keyframe), arrived)
 
 
@@ -191,10 +189,7 @@ class WebRtcSource:
     def attach(self, stream: Stream) -> None:
         """Start writing into `stream`; it learns the negotiated codecs before the first frame."""
         for kind, track in self.tracks.items():
-            if kind == VIDEO:
-                stream.video_codec = track.codec
-            else:
-                stream.audio_codec = track.codec
+            stream.declare(kind, track.codec)
         stream.keyframe_source = self.request_keyframe
         self.stream = stream
         self.keyframe_seen()

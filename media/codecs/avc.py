@@ -17,6 +17,7 @@ NAL_AUD = 9
 
 _START_CODE = b"\x00\x00\x01"
 _START_CODE4 = b"\x00\x00\x00\x01"
+_LENGTH4 = struct.Struct(">I")
 
 # Profiles whose SPS carries chroma_format_idc, bit depths and scaling matrices (H.264 7.3.2.1.1);
 # 144 is the withdrawn High 4:4:4 profile, still found in old streams.
@@ -53,8 +54,18 @@ def split_annexb(data: bytes) -> list[bytes]:
 
 def annexb_to_avcc(data: bytes) -> bytes:
     """Annex B to AVCC (each NAL unit prefixed with its 4-byte big-endian length), as MP4/FLV carry it."""
-    pack = struct.Struct(">I").pack
-    return b"".join(pack(len(nal)) + nal for nal in split_annexb(data))
+    return nals_to_avcc(split_annexb(data))
+
+
+def nals_to_avcc(nals: Iterable[bytes]) -> bytes:
+    """NAL units, each after its 4-byte big-endian length (the hub's H.264 form)."""
+    pack = _LENGTH4.pack
+    return b"".join(pack(len(nal)) + nal for nal in nals)
+
+
+def nals_to_annexb(nals: Iterable[bytes]) -> bytes:
+    """NAL units, each after a 4-byte start code (decoders, MPEG-TS, RTP packetizers)."""
+    return b"".join(_START_CODE4 + nal for nal in nals)
 
 
 def split_avcc(data: bytes, length_size: int = 4) -> list[bytes]:
@@ -80,8 +91,7 @@ def split_avcc(data: bytes, length_size: int = 4) -> list[bytes]:
 
 def avcc_to_annexb(data: bytes, length_size: int = 4) -> bytes:
     """AVCC to Annex B with 4-byte start codes, as decoders, MPEG-TS and RTP packetizers expect."""
-    nals = split_avcc(data, length_size)
-    return _START_CODE4 + _START_CODE4.join(nals) if nals else b""
+    return nals_to_annexb(split_avcc(data, length_size))
 
 
 def nal_type(nal: bytes) -> int:

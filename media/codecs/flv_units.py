@@ -12,12 +12,11 @@ ffmpeg 5.1 and mpegts.js read no Enhanced RTMP audio, so that waits for the Opus
 
 from __future__ import annotations
 
-import struct
 from typing import TYPE_CHECKING
 
 from media.hub.unit import AUDIO, DATA, TICKS_PER_MS, VIDEO, AccessUnit
 
-from . import flv
+from . import avc, flv
 from .errors import MalformedData
 
 if TYPE_CHECKING:
@@ -30,21 +29,6 @@ _FRAME_KEY, _FRAME_INTER = 1, 2
 
 def _si24(value: int) -> bytes:
     return (value & 0xFFFFFF).to_bytes(3, "big")
-
-
-def _to_length4(data: bytes, length_size: int) -> bytes:
-    """AVCC with ``length_size``-byte lengths to 4-byte lengths (FLV allows 1, 2 or 4)."""
-    out, pos, view = [], 0, memoryview(data)
-    while pos < len(view):
-        if pos + length_size > len(view):
-            raise MalformedData("truncated NAL unit length")
-        size = int.from_bytes(view[pos:pos + length_size], "big")
-        pos += length_size
-        if pos + size > len(view):
-            raise MalformedData("truncated NAL unit")
-        out += (struct.pack(">I", size), view[pos:pos + size])
-        pos += size
-    return b"".join(out)
 
 
 class FlvUnits:
@@ -75,7 +59,7 @@ class FlvUnits:
                 payload = self._avc_config(payload)
             return AccessUnit(VIDEO, info.codec, dts, dts, payload, config=True)
         if info.codec == "h264" and self.length_size != 4:
-            payload = _to_length4(payload, self.length_size)
+            payload = avc.nals_to_avcc(avc.split_avcc(payload, self.length_size))
         pts = dts + info.composition_time * TICKS_PER_MS
         return AccessUnit(VIDEO, info.codec, dts, pts, payload, keyframe=info.keyframe)
 

@@ -60,7 +60,7 @@ def _video_config(record: bytes) -> _Video:
     if not config.sps:
         raise HlsUnsupported("AVC decoder configuration without SPS")
     info = avc.sps_parse(config.sps[0])
-    annexb = b"".join(b"\x00\x00\x00\x01" + nal for nal in (*config.sps, *config.pps))
+    annexb = avc.nals_to_annexb((*config.sps, *config.pps))
     return _Video(annexb, config.length_size, info.width, info.height)
 
 

@@ -110,15 +110,14 @@ class Stream:
         self.video_config: Entry | None = None
         self.audio_config: Entry | None = None
         self.config_gen = 0  # bumped whenever a sequence header changes
-        self.has_video = False
-        self.has_audio = False
+        # The codec of each track, from its first unit or declared by the source (`declare`).
         self.video_codec: str | None = None
         self.audio_codec: str | None = None
+        self.tracks_known = asyncio.Event()  # set once any track is known (or the stream ended)
         # Who publishes (for the API and stats): "rtmp", "webrtc".
         self.source_protocol = ""
         # Set by a source that can make a keyframe on demand (WebRTC: a PLI, rate-limited).
         self.keyframe_source: Callable[[], None] | None = None
-        self.keyframes_requested = 0
         # GOP cache: entries since the last random access point (first entry is that point);
         # None while invalid (nothing yet, or overflowed until the next random access point).
         self.gop: list[Entry] | None = None
@@ -174,12 +173,7 @@ class Stream:
                 self.metadata = entry
             self._append(entry)
             return
-        if kind == VIDEO:
-            self.has_video = True
-            self.video_codec = unit.codec
-        else:
-            self.has_audio = True
-            self.audio_codec = unit.codec
+        self.declare(kind, unit.codec)
         if unit.config:
             entry = Entry(unit, ts, delta, False, arrived)
             if kind == VIDEO:
@@ -300,9 +294,7 @@ class Stream:
     def viewers_changed(self) -> None:
         """A viewer joined or left (a fan-out's, or a sink's subscriber)."""
         n = self.fanout_viewers
-        total = n + sum(s.viewer_count for s in self._sinks)
-        if total > self.peak_viewers:
-            self.peak_viewers = total
+        self.peak_viewers = max(self.peak_viewers, self.viewer_count)
         self._batching = n > 0
         self._flush_now = n <= self.config.hub_flush_now_viewers
         if not self._batching:
@@ -330,28 +322,36 @@ class Stream:
     # ------------------------------------------------------------------ sinks, keyframes
 
     def add_sink(self, sink: Sink) -> None:
+        """A reader of every entry for the stream's life (it ends with `stream_ended`)."""
         if self.closed:
             raise StreamClosed(self.public_id)
         self._sinks.append(sink)
-
-    def remove_sink(self, sink: Sink) -> None:
-        try:
-            self._sinks.remove(sink)
-        except ValueError:
-            pass
-
-    @property
-    def sinks(self) -> tuple[Sink, ...]:
-        return tuple(self._sinks)
 
     def request_keyframe(self) -> bool:
         """Ask the source for a keyframe; False when it cannot make one (start from the GOP cache)."""
         source = self.keyframe_source
         if source is None or self.closed:
             return False
-        self.keyframes_requested += 1
         source()
         return True
+
+    def declare(self, kind: str, codec: str) -> None:
+        """The track of `kind` carries `codec` (a source that knows before its first unit says so)."""
+        if kind == VIDEO:
+            self.video_codec = codec
+        elif kind == AUDIO:
+            self.audio_codec = codec
+        else:
+            return
+        self.tracks_known.set()
+
+    @property
+    def has_video(self) -> bool:
+        return self.video_codec is not None
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio_codec is not None
 
     def last_dts(self, kind: str) -> int | None:
         """The dts of the newest unit of this kind (None before any)."""
@@ -417,5 +417,6 @@ class Stream:
             except Exception:
                 log.exception("stream %s: ending a sink failed", self.public_id)
         self.keyframe_source = None
+        self.tracks_known.set()  # nobody waits for the tracks of an ended stream
         self.gop = None
         self._pending = []

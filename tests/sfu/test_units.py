@@ -173,7 +173,8 @@ def vp8_unit(data: bytes, dts: int) -> AccessUnit:
 def test_fanout_starts_at_keyframe_and_a_stalled_subscriber_skips_to_the_next():
     asks = []
     stream = Stream("room", MediaConfig())
-    stream.video_codec, stream.keyframe_source = "vp8", lambda: asks.append(1)
+    stream.declare("video", "vp8")
+    stream.keyframe_source = lambda: asks.append(1)
     out = StreamOut(stream).track("video")
     fast, slow = out.subscribe(), out.subscribe()
     fast.attach(FakeOutput())
@@ -200,7 +201,7 @@ async def test_a_subscriber_of_a_stream_without_keyframes_on_demand_starts_from_
     """An RTMP stream cannot make a keyframe: the GOP goes out at once, squeezed 1 ms apart to end at
     the newest cached frame's own timestamp, then the live frames follow with theirs."""
     stream = Stream("room", MediaConfig())
-    stream.video_codec = "vp8"
+    stream.declare("video", "vp8")
     stream.write(vp8_unit(KEY, 0))
     for i in range(1, 10):
         stream.write(vp8_unit(DELTA, i * 3000))
@@ -308,14 +309,14 @@ def test_a_viewer_that_cannot_take_the_stream_gets_a_clear_refusal():
     from sfu.session import _answer_codec
 
     stream = Stream("room", MediaConfig())
-    stream.video_codec = "h264"
+    stream.declare("video", "h264")
     out = StreamOut(stream).track("video")
     vp8_only = h264_offer("42e01f").replace("H264/90000", "VP8/90000")
     with pytest.raises(SfuError) as refused:
         _answer_codec(out, offer_parse(vp8_only, sending=False).media[0])
     assert refused.value.status == 400 and "H264" in refused.value.message
     hevc = Stream("hevc-room", MediaConfig())
-    hevc.video_codec = "hevc"
+    hevc.declare("video", "hevc")
     assert StreamOut(hevc).track("video") is None and StreamOut(hevc).missing() == {"video": "hevc"}
 
 
