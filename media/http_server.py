@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
+from .bridges.rendition import TranscodeRefused, for_flv
 from .config import MediaConfig
 from .control import ControlPlane
 from .flv.from_hub import CHUNKED_END, FlvFanout, FlvViewer
@@ -372,6 +373,12 @@ class MediaHttpServer:
         stream = self.registry.get(public_id)
         if stream is None or stream.closed:
             conn.respond(404, "stream not found\n", keep_alive=req.keep_alive)
+            return
+        try:
+            stream = for_flv(stream)  # a WebRTC publisher's VP8/Opus as H.264/AAC
+        except TranscodeRefused as exc:
+            log.warning("http-flv: play of %s refused: %s", public_id, exc)
+            conn.respond(503, f"{exc}\n", headers=[("Retry-After", "30")], keep_alive=False)
             return
         headers = [
             ("Content-Type", "video/x-flv"),

@@ -8,14 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rtmp.server import RtmpServer
-from sfu.from_hub import webrtc_codec
 
+from .bridges.rendition import BFRAMES_NOTE, CONVERT, DROP, H264_AAC, WEBRTC, Target, plan, renditions
 from .codecs.flv_units import carries as flv_carries
 from .config import MediaConfig
 from .control import ControlPlane
 from .hls.files import HlsFiles
 from .hls.from_hub import HlsConfig, HlsService
-from .hls.segmenter import CODECS as HLS_CODECS
 from .hls.segmenter import HlsOptions
 from .http_server import MediaHttpServer
 from .hub.registry import StreamRegistry
@@ -26,23 +25,37 @@ log = logging.getLogger(__name__)
 STATS_EVERY = 1.0  # viewer counts go to the control plane at most this often per stream
 DESCRIBE_EVERY = 10.0  # a stream's description is sent again this often (its cache entry lives 30 s)
 
-# Which codec each way of watching plays as it is (passthrough; the rest needs a transcoding bridge).
-PLAYS = {
-    "WebRTC": lambda kind, codec: webrtc_codec(kind, codec, None) is not None,
-    "RTMP/HTTP-FLV": lambda kind, codec: flv_carries(codec),
-    "HLS": lambda kind, codec: codec in HLS_CODECS,
-}
+def _watch_targets(stream: Stream) -> list[tuple[str, Target | None]]:
+    """Each way of watching and the rendition target it uses (None: it plays the stream as it is)."""
+    flv = None if stream.source_protocol == "rtmp" else H264_AAC
+    return [("WebRTC", WEBRTC), ("RTMP/HTTP-FLV", flv), ("HLS", H264_AAC)]
 
 
 def stream_media(stream: Stream) -> dict:
-    """What a stream carries and what does not play where, for the room's API detail and page."""
+    """What a stream carries, what each way of watching gets, and the transcodes running for it."""
     tracks = stream.tracks()
+    reordered = stream.reordered_frames > 0
     notes = []
     for kind, codec in tracks.items():
-        missing = [name for name, plays in PLAYS.items() if not plays(kind, codec)]
-        if missing:
-            notes.append(f"{kind} {codec} does not play over {' or '.join(missing)} yet (it needs transcoding)")
-    return {"publisher": stream.source_protocol, "tracks": tracks, "notes": notes}
+        for way, target in _watch_targets(stream):
+            if target is None:
+                if not flv_carries(codec):
+                    notes.append(f"{kind} {codec} does not play over {way}")
+                continue
+            decided = plan(target, kind, codec, reordered)
+            if decided == DROP:
+                notes.append(f"{kind} {codec} does not play over {way}")
+            elif decided == CONVERT:
+                to = "h264" if kind == "video" else target.audio_to
+                notes.append(f"{kind} {codec} is converted to {to} for {way} viewers, once for the stream "
+                             f"while they watch")
+    if reordered and tracks.get("video") in WEBRTC.video:
+        notes.append(BFRAMES_NOTE)
+    for rendition in renditions(stream):
+        notes += [n for n in rendition.notes if n not in notes]
+    transcodes = [{"for": r.target.label, "kind": kind, **change}
+                  for r in renditions(stream) for kind, change in r.describe()["transcodes"].items()]
+    return {"publisher": stream.source_protocol, "tracks": tracks, "notes": notes, "transcodes": transcodes}
 
 
 @dataclass(eq=False)
@@ -140,7 +153,7 @@ def _start_hls(config: MediaConfig, registry: StreamRegistry, http: MediaHttpSer
     if removed := hls.remove_stale():
         log.info("hls: removed %d stale file(s) from %s", removed, root)
     registry.on_start.append(hls.stream_started)
-    http.add_route("/hls/", HlsFiles(root).handle)
+    http.add_route("/hls/", HlsFiles(root, hls.demand).handle)
     return hls
 
 

@@ -12,6 +12,7 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING
 
+from media.bridges.rendition import TranscodeRefused, for_flv
 from media.codecs.errors import CodecError
 from media.control import ERROR, PUBLISHER_LEFT, normalize_end_reason
 from media.hub.registry import StreamAlreadyLive
@@ -327,8 +328,16 @@ class RtmpConnection(asyncio.Protocol):
         stream = self.server.registry.get(name)
         if stream is None or stream.closed:
             self._play_not_found(ev.stream_id, name)
-        else:
-            self._start_playing(ev.stream_id, stream)
+            return
+        try:
+            stream = for_flv(stream)  # a WebRTC publisher's VP8/Opus as H.264/AAC
+        except TranscodeRefused as exc:
+            log.warning("rtmp %s: play of %s refused: %s", self.peer, name[:64], exc)
+            self.transport.write(self.codec.on_status(  # type: ignore[union-attr]
+                ev.stream_id, level="error", code="NetStream.Play.Failed", description=str(exc)))
+            self.close()
+            return
+        self._start_playing(ev.stream_id, stream)
 
     def _play_not_found(self, stream_id: int, name: str) -> None:
         log.info("rtmp %s: play of %r: not found", self.peer, name[:64])

@@ -1,8 +1,9 @@
 """WebRTC viewers as hub readers: each unit packetized once per stream, sent to every subscriber.
 
 `StreamOut` is a sink of one hub stream (any publisher: RTMP, WHIP, a call peer) with one
-`TrackOut` per kind that WebRTC can carry (H.264, VP8, Opus; AAC through the AAC -> Opus bridge,
-`media/bridges`, run once per stream while WebRTC viewers listen). Each unit is turned into the RTP
+`TrackOut` per kind that WebRTC can carry (H.264 without B-frames, VP8, Opus; a stream with AAC or
+B-frames is watched through its WebRTC rendition, `media/bridges/rendition.py`, which converts them
+once per stream while WebRTC viewers watch). Each unit is turned into the RTP
 payloads once (H.264: length-prefixed NALUs to Annex B, SPS/PPS put before every IDR that lacks
 them) and handed synchronously, in one pass, to every subscriber's `RtpOutput`
 (sfu/aiortc_hooks.py): each subscriber only adds its RTP headers, SRTP-protects and sends the frame
@@ -28,12 +29,10 @@ from collections import deque
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from media.bridges.audio import AacToOpus
-from media.bridges.runner import AudioBridge
 from media.codecs import avc
 from media.codecs.errors import CodecError
 from media.hub.stream import Entry, Stream
-from media.hub.unit import AUDIO, TIME_BASE, VIDEO, AccessUnit
+from media.hub.unit import AUDIO, TIME_BASE, VIDEO
 
 from .aiortc_hooks import Packetizer, RtpOutput
 from .stats import Samples
@@ -46,13 +45,10 @@ GOP_BURST_TICK = 0.004  # s
 SQUEEZE = TIME_BASE // 1000  # RTP ticks between squeezed GOP frames (1 ms)
 
 
-BRIDGED = {(AUDIO, "aac")}  # converted once per stream while WebRTC viewers listen (media/bridges)
-
-
 def webrtc_codec(kind: str, codec: str | None, config: Entry | None) -> RTCRtpCodecParameters | None:
-    """The RTP codec a stream's track goes out as (itself or through a bridge), or None."""
+    """The RTP codec a stream's track goes out as, or None."""
     if kind == AUDIO:
-        if codec == "opus" or (kind, codec) in BRIDGED:
+        if codec == "opus":
             return RTCRtpCodecParameters(mimeType="audio/opus", clockRate=OPUS_RATE, channels=2)
         return None
     if codec == "vp8":
@@ -84,13 +80,10 @@ class Frame:
 class TrackOut:
     """One kind of one stream, out to every WebRTC subscriber."""
 
-    def __init__(self, owner: StreamOut, kind: str, codec: RTCRtpCodecParameters, bridged: bool = False) -> None:
+    def __init__(self, owner: StreamOut, kind: str, codec: RTCRtpCodecParameters) -> None:
         self.owner = owner
         self.kind = kind
         self.codec = codec
-        # Fed by a bridge (the stream's AAC as Opus) instead of the stream, while anyone listens.
-        self.bridged = bridged
-        self.bridge: AudioBridge | None = None
         self.subscribers: set[SubscriberTrack] = set()
         self.latency = owner.latency
         self.frames = 0
@@ -158,9 +151,6 @@ class TrackOut:
         self.subscribers.add(track)
         self._order = tuple(self.subscribers)
         self.owner.viewers_changed()
-        if self.bridged and self.bridge is None:
-            self.bridge = AudioBridge(self.stream, "aac-opus", AacToOpus, self._bridged)
-            log.info("sfu: %s AAC -> Opus for WebRTC viewers started", self.stream.public_id)
         if self.kind == VIDEO:
             self.request_keyframe()
         return track
@@ -170,17 +160,6 @@ class TrackOut:
         self._order = tuple(self.subscribers)
         track.stop()
         self.owner.viewers_changed()
-        if not self.subscribers and self.bridge is not None:
-            self._stop_bridge()
-
-    def _bridged(self, unit: AccessUnit) -> None:
-        self.on_entry(Entry(unit, unit.ms, None, True, time.monotonic()))
-
-    def _stop_bridge(self) -> None:
-        bridge, self.bridge = self.bridge, None
-        bridge.stop()
-        log.info("sfu: %s AAC -> Opus stopped (%d units in, %d dropped behind)", self.stream.public_id,
-                 bridge.reader.delivered, bridge.dropped)
 
     def gop_frames(self) -> list[Frame]:
         """This kind's frames of the GOP cache, squeezed to end at the newest one's timestamp."""
@@ -198,8 +177,6 @@ class TrackOut:
 
     def end(self) -> None:
         self.ended = True
-        if self.bridge is not None:
-            self._stop_bridge()
         for track in list(self.subscribers):
             track.stop()
         self.subscribers.clear()
@@ -226,8 +203,7 @@ class StreamOut:
                                  stream.video_config if kind == VIDEO else None)
             if codec is None:
                 return None
-            bridged = (kind, stream.audio_codec if kind == AUDIO else stream.video_codec) in BRIDGED
-            out = self.tracks[kind] = TrackOut(self, kind, codec, bridged)
+            out = self.tracks[kind] = TrackOut(self, kind, codec)
             if kind == VIDEO and stream.video_config is not None:
                 out.on_entry(stream.video_config)
         return out
@@ -240,7 +216,7 @@ class StreamOut:
 
     def on_entry(self, entry: Entry) -> None:
         out = self.tracks.get(entry.unit.kind)
-        if out is not None and not out.bridged:
+        if out is not None:
             out.on_entry(entry)
 
     def stream_ended(self, reason: str) -> None:

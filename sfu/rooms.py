@@ -20,6 +20,7 @@ from django.conf import settings
 
 from live import media_api
 from live.events import room_event_send
+from media.bridges.rendition import WEBRTC, playable, rendition_notes
 from media.config import MediaConfig
 from media.control import normalize_end_reason
 from media.hub.registry import StreamAlreadyLive, StreamRegistry
@@ -185,8 +186,10 @@ class Sfu:
                 raise SfuError(404, "room_not_found", "room not found")
             raise SfuError(404, "not_live", "this room is not live now")
         await _first_media(stream)
-        session, answer = await subscriber_open(offer, stream_out(stream, self.latency),
+        watched = playable(stream, WEBRTC)  # AAC as Opus, B-frames re-encoded: once per stream
+        session, answer = await subscriber_open(offer, stream_out(watched, self.latency),
                                                 on_closed=self._viewer_closed)
+        session.notes[:0] = rendition_notes(stream, WEBRTC)
         room = self.room(public_id)
         session.room = room  # type: ignore[attr-defined]
         room.viewers.add(session)

@@ -1,10 +1,10 @@
 """A bridge as a hub reader: a bounded per-stream queue, the conversion in the bridge's own thread.
 
-One `AudioBridge` per stream and target (e.g. the stream's AAC as Opus for WebRTC viewers), made
-when its first consumer needs it and stopped after the last one leaves, so nothing is transcoded
-for nobody. The reader's queue is the bound: when the bridge falls behind, the hub drops units to
-the next keyframe and counts them; memory never grows. Converted units go to `emit` on the event
-loop, in order.
+One `Bridge` per stream, track kind and target codec (e.g. a stream's AAC as Opus for WebRTC
+viewers), made by a `Rendition` (rendition.py) when its first consumer needs it and stopped after
+the last one leaves, so nothing is transcoded for nobody. The reader's queue is the bound: when the
+bridge falls behind, the hub drops units to the next keyframe and counts them (asking the source
+for one); memory never grows. Converted units go to `emit` on the event loop, in order.
 """
 from __future__ import annotations
 
@@ -15,28 +15,39 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from media.hub.stream import Stream
-from media.hub.unit import TIME_BASE, AccessUnit
+from media.hub.unit import AccessUnit
 
 log = logging.getLogger(__name__)
+
+_BATCH = 16  # queued units converted in one thread hop when the bridge is behind
 
 
 class Converter(Protocol):
     def feed(self, unit: AccessUnit) -> list[AccessUnit]: ...
 
 
-class AudioBridge:
-    """Converts a stream's audio with `make(config_payload)`, emitting the results."""
+class Bridge:
+    """Converts one kind of a stream with `make(config_payload_or_None)`, emitting the results.
 
-    def __init__(self, stream: Stream, name: str, make: Callable[[bytes], Converter],
-                 emit: Callable[[AccessUnit], None], *, max_units: int = 512) -> None:
+    A converter is made at the kind's configuration unit (the AAC AudioSpecificConfig, the H.264
+    decoder record), again whenever it changes, or at the first frame of a codec that has none (VP8).
+    """
+
+    def __init__(self, stream: Stream, kind: str, name: str, make: Callable[[bytes | None], Converter],
+                 emit: Callable[[AccessUnit], None], *, needs_config: bool, skip_before: int | None = None,
+                 max_units: int = 512) -> None:
         self.stream = stream
+        self.kind = kind
         self.name = name
         self._make = make
         self._emit = emit
-        self._converter: Converter | None = None
-        # The reader starts with the GOP cache: live viewers want live audio, not the last seconds.
-        newest = stream.last_dts("audio")
-        self._start = newest - TIME_BASE // 10 if newest is not None else None
+        self.needs_config = needs_config
+        # The reader starts with the GOP cache: units before this dts are old (live viewers want
+        # live audio, not the last seconds); a video converter decodes them instead (references).
+        self.skip_before = skip_before
+        self.converter: Converter | None = None
+        self.units_in = 0
+        self.units_out = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-{stream.public_id}")
         self.reader = stream.add_reader(name, max_units=max_units)
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"{name}-{stream.public_id}")
@@ -44,16 +55,11 @@ class AudioBridge:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while (unit := await self.reader.get()) is not None:
-                if unit.kind != "audio":
-                    continue
-                if unit.config:
-                    self._converter = await loop.run_in_executor(self._executor, self._make, unit.payload)
-                    continue
-                if self._converter is None or (self._start is not None and unit.dts < self._start):
-                    continue
-                for out in await loop.run_in_executor(self._executor, self._converter.feed, unit):
-                    self._emit(out)
+            while (batch := await self._next_batch()) is not None:
+                if batch:
+                    for out in await loop.run_in_executor(self._executor, self._convert, batch):
+                        self.units_out += 1
+                        self._emit(out)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -61,6 +67,36 @@ class AudioBridge:
         finally:
             self.reader.close()
             self._executor.shutdown(wait=False)
+
+    async def _next_batch(self) -> list[AccessUnit] | None:
+        unit = await self.reader.get()
+        if unit is None:
+            return None
+        batch = [unit] if unit.kind == self.kind else []
+        while self.reader.queued and len(batch) < _BATCH:
+            unit = await self.reader.get()
+            if unit is None:
+                break
+            if unit.kind == self.kind:
+                batch.append(unit)
+        return batch
+
+    def _convert(self, batch: list[AccessUnit]) -> list[AccessUnit]:
+        """In the bridge's thread."""
+        out: list[AccessUnit] = []
+        for unit in batch:
+            if unit.config:
+                self.converter = self._make(unit.payload)
+                continue
+            if self.converter is None:
+                if self.needs_config:
+                    continue  # not decodable before its configuration
+                self.converter = self._make(None)
+            if self.skip_before is not None and unit.dts < self.skip_before:
+                continue
+            self.units_in += 1
+            out += self.converter.feed(unit)
+        return out
 
     @property
     def dropped(self) -> int:

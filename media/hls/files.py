@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from media.bridges.rendition import TranscodeRefused
 from media.http_server import HttpConnection, HttpRequest
 
 _PLAYLIST = re.compile(r"^/hls/([A-Za-z0-9_\-]{1,128})\.m3u8$")
@@ -19,8 +21,10 @@ SEGMENT_TYPE = "video/mp2t"
 
 
 class HlsFiles:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, demand: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.root = root
+        # Called with the public id on every playlist request: starts on-demand segmenting.
+        self.demand = demand
 
     async def handle(self, conn: HttpConnection, req: HttpRequest) -> None:
         if req.method not in ("GET", "HEAD"):
@@ -29,6 +33,12 @@ class HlsFiles:
             return
         if match := _PLAYLIST.match(req.path):
             path, content_type, cache = self.root / f"{match[1]}.m3u8", PLAYLIST_TYPE, "no-cache"
+            if self.demand is not None:
+                try:
+                    await self.demand(match[1])
+                except TranscodeRefused as exc:
+                    conn.respond(503, f"{exc}\n", headers=[("Retry-After", "30")], keep_alive=False)
+                    return
         elif match := _SEGMENT.match(req.path):
             path, content_type, cache = self.root / match[1] / match[2], SEGMENT_TYPE, "public, max-age=86400"
         else:

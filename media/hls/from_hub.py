@@ -2,6 +2,12 @@
 the stream's own worker thread, and the directory cleaned some time after the publisher left.
 
 Per stream, never per viewer: viewers only read the files the segmenter leaves on disk.
+
+A stream HLS plays as it is (H.264 + AAC) is segmented from the start. One that needs a transcode
+first (a browser's VP8 or Opus: media/bridges/rendition.py) is segmented on demand, as MediaMTX
+does: the first playlist request starts the writer on the stream's H.264/AAC rendition and waits
+for the first segment; the writer stops after `demand_idle` seconds without a playlist request, so
+nothing is transcoded for nobody.
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from media.bridges.rendition import H264_AAC, needs_rendition, playable
 from media.hub.stream import Stream
 from media.hub.unit import AccessUnit
 
@@ -31,6 +38,8 @@ class HlsConfig:
     options: HlsOptions
     cleanup_after: float = 60.0  # s after the publisher left; a reconnect before then resumes
     reader_units: int = 2048
+    demand_idle: float = 30.0  # s without a playlist request before an on-demand writer stops
+    demand_wait: float = 10.0  # s a first playlist request waits for an on-demand writer's first segment
 
 
 def remove_files(root: Path, public_id: str) -> None:
@@ -47,6 +56,7 @@ class HlsWriter:
         self.segmenter = HlsSegmenter(config.root, stream.public_id, config.options, resume=resume)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hls-{stream.public_id}")
         self.reader = stream.add_reader("hls", max_units=config.reader_units)
+        self.ready = asyncio.Event()  # set once the playlist exists
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -54,7 +64,8 @@ class HlsWriter:
             if not self.resume:  # in the stream's own thread, before its first segment
                 await loop.run_in_executor(self._executor, remove_files, self.config.root, self.stream.public_id)
             while (batch := await self._next_batch()) is not None:
-                await loop.run_in_executor(self._executor, self._write_batch, batch)
+                if await loop.run_in_executor(self._executor, self._write_batch, batch):
+                    self.ready.set()
         except HlsUnsupported as exc:
             log.warning("hls %s: not segmented: %s", self.stream.public_id, exc)
             self.reader.close()
@@ -74,9 +85,14 @@ class HlsWriter:
             batch.append(unit)
         return batch
 
-    def _write_batch(self, batch: list[AccessUnit]) -> None:
+    def _write_batch(self, batch: list[AccessUnit]) -> bool:
+        """In the stream's thread; True once the playlist exists."""
         for unit in batch:
             self.segmenter.write(unit)
+        return self.ready.is_set() or self.segmenter.playlist.exists()
+
+    def stop(self) -> None:
+        self.reader.close()
 
 
 class HlsService:
@@ -86,10 +102,34 @@ class HlsService:
         self.config = config
         config.root.mkdir(parents=True, exist_ok=True)
         self._writers: dict[str, asyncio.Task] = {}
+        self._writer_of: dict[str, HlsWriter] = {}
+        self._on_demand: dict[str, Stream] = {}  # live streams whose HLS needs a transcode first
+        self._demanded: dict[str, float] = {}  # their last playlist request (monotonic s)
         self._ended_at: dict[str, float] = {}
         self._cleanups: dict[str, asyncio.TimerHandle] = {}
 
     def stream_started(self, stream: Stream) -> None:
+        public_id = stream.public_id
+        pending = self._cleanups.pop(public_id, None)
+        if pending is not None:
+            pending.cancel()
+        for ended in [k for k, s in self._on_demand.items() if s.closed]:
+            del self._on_demand[ended]
+        asyncio.get_running_loop().create_task(self._follow(stream), name=f"hls-follow-{public_id}")
+
+    async def _follow(self, stream: Stream) -> None:
+        """Segment the stream from the start, or on demand when it needs a transcode for HLS."""
+        await stream.tracks_known.wait()
+        if stream.closed:
+            return
+        if needs_rendition(stream, H264_AAC):
+            self._on_demand[stream.public_id] = stream
+            log.info("hls %s: carries %s; segmented on the first playlist request (it needs a transcode)",
+                     stream.public_id, stream.tracks())
+            return
+        self._start_writer(stream)
+
+    def _start_writer(self, stream: Stream) -> HlsWriter:
         public_id = stream.public_id
         pending = self._cleanups.pop(public_id, None)
         if pending is not None:
@@ -99,6 +139,39 @@ class HlsService:
         writer = HlsWriter(stream, self.config, resume=resume)
         task = asyncio.get_running_loop().create_task(self._run(writer), name=f"hls-{public_id}")
         self._writers[public_id] = task
+        self._writer_of[public_id] = writer
+        return writer
+
+    async def demand(self, public_id: str) -> None:
+        """A playlist request: start an on-demand writer and wait (a little) for its first segment.
+
+        Raises TranscodeRefused when this node runs TRANSCODE_MAX video transcodes already.
+        """
+        source = self._on_demand.get(public_id)
+        if source is None:
+            return
+        if source.closed:
+            del self._on_demand[public_id]
+            return
+        self._demanded[public_id] = time.monotonic()
+        writer = self._writer_of.get(public_id)
+        if writer is None or writer.reader.ended:
+            writer = self._start_writer(playable(source, H264_AAC))
+            asyncio.get_running_loop().call_later(self.config.demand_idle, self._check_demand, public_id, writer)
+        try:
+            await asyncio.wait_for(writer.ready.wait(), self.config.demand_wait)
+        except TimeoutError:
+            pass  # the request answers 404; the player retries
+
+    def _check_demand(self, public_id: str, writer: HlsWriter) -> None:
+        if self._writer_of.get(public_id) is not writer or writer.reader.ended:
+            return
+        idle = time.monotonic() - self._demanded.get(public_id, 0.0)
+        if idle >= self.config.demand_idle:
+            log.info("hls %s: no playlist request for %.0f s; segmenting stopped", public_id, idle)
+            writer.stop()
+            return
+        asyncio.get_running_loop().call_later(self.config.demand_idle - idle, self._check_demand, public_id, writer)
 
     async def _run(self, writer: HlsWriter) -> None:
         public_id = writer.stream.public_id
@@ -109,6 +182,10 @@ class HlsService:
         finally:
             if self._writers.get(public_id) is asyncio.current_task():
                 del self._writers[public_id]
+                self._writer_of.pop(public_id, None)
+                if writer.stream.closed:
+                    self._on_demand.pop(public_id, None)
+                    self._demanded.pop(public_id, None)
                 self._ended_at[public_id] = time.monotonic()
                 self._cleanups[public_id] = asyncio.get_running_loop().call_later(
                     self.config.cleanup_after, self._cleanup, public_id)

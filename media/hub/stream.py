@@ -125,6 +125,12 @@ class Stream:
         self._last_dts: dict[str, int] = {}
         self._last_ts: dict[str, int] = {}
         self._sinks: list[Sink] = []
+        # A derived stream (the source in other codecs, media/bridges) tells its source when its
+        # viewers change, so the source's counts include them.
+        self.parent: Stream | None = None
+        # Video frames shown before a frame decoded earlier (B-frames): WebRTC cannot play them.
+        self.reordered_frames = 0
+        self._max_video_pts = -1
         # Fan-out.
         self._pending: list[Entry] = []
         self._flush_handle: asyncio.TimerHandle | None = None
@@ -184,6 +190,11 @@ class Stream:
             self._gop_add(entry)
             self._append(entry)
             return
+        if kind == VIDEO:
+            if unit.pts < self._max_video_pts:
+                self.reordered_frames += 1
+            else:
+                self._max_video_pts = unit.pts
         rap = unit.keyframe if kind == VIDEO else (unit.keyframe and not self.has_video)
         entry = Entry(unit, ts, delta, rap, arrived)
         if rap:
@@ -302,6 +313,8 @@ class Stream:
             if self._flush_handle is not None:
                 self._flush_handle.cancel()
                 self._flush_handle = None
+        if self.parent is not None:
+            self.parent.viewers_changed()
 
     def start_entries(self) -> tuple[list[Entry], int] | None:
         """What a new viewer needs before the live batches: the GOP cache and its time base.
@@ -326,6 +339,12 @@ class Stream:
         if self.closed:
             raise StreamClosed(self.public_id)
         self._sinks.append(sink)
+
+    def remove_sink(self, sink: Sink) -> None:
+        try:
+            self._sinks.remove(sink)
+        except ValueError:
+            pass
 
     def request_keyframe(self) -> bool:
         """Ask the source for a keyframe; False when it cannot make one (start from the GOP cache)."""

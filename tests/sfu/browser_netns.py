@@ -2,7 +2,9 @@
 - `publish` (default): publish the fake camera from one Chromium's publish page and play it on a
   second Chromium's watch page;
 - `rtmp`: ffmpeg pushes an OBS-style RTMP stream (x264 High, AAC) and Chromium plays the room's
-  watch page, which tries WebRTC first: H.264 from the hub, the AAC converted to Opus.
+  watch page, which tries WebRTC first: H.264 from the hub, the AAC converted to Opus;
+- `rtmp-bframes`: the same with x264's default B-frames (as OBS sends them), which the server
+  re-encodes without B-frames for WebRTC; watched for 20 s.
 Prints one JSON line with what was seen; tests/sfu/test_browser.py runs it."""
 from __future__ import annotations
 
@@ -62,6 +64,17 @@ window.__pc.getStats().then((report) => {
 });
 """
 
+# The video receiver's freezes (WebRTC stats: a frame shown much later than the average frame gap).
+VIDEO_STATS = """
+const done = arguments[arguments.length - 1];
+window.__pc.getStats().then((report) => {
+  let video = null;
+  report.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') video = s; });
+  done(video && {freezes: video.freezeCount || 0, frames_decoded: video.framesDecoded || 0,
+                 frames_dropped: video.framesDropped || 0});
+});
+"""
+
 # The audio receiver's counters: energy, samples received and concealed (jitter buffer underruns).
 AUDIO_STATS = """
 const done = arguments[arguments.length - 1];
@@ -84,7 +97,7 @@ def open_watch_page(viewer, service, public_id: str, result: dict) -> None:
     result["video_size"] = size
 
 
-def watch_rtmp() -> dict:
+def watch_rtmp(bframes: int | None = None, seconds: float = 10) -> dict:
     from tests.support.media import ffmpeg_publish
 
     result: dict = {}
@@ -92,14 +105,18 @@ def watch_rtmp() -> dict:
         token = register(service, "browser-rtmp-owner")
         room = create_room(service, token, "rtmp to webrtc")
         public_id, key = room["room"]["room_id"], room["stream_key"]
-        publisher = ffmpeg_publish(f"rtmp://127.0.0.1:{service.rtmp_port}/live/{key}")
+        publisher = ffmpeg_publish(f"rtmp://127.0.0.1:{service.rtmp_port}/live/{key}", bframes=bframes)
         try:
             time.sleep(2)
             with chromium(WEBRTC_FLAGS, mute_audio=False) as viewer:
                 viewer.set_script_timeout(30)
                 open_watch_page(viewer, service, public_id, result)
                 viewer.execute_script("document.getElementById('video').muted = false")  # as a viewer's click
-                result["playback"] = viewer.execute_async_script(FRAME_COUNT, 10)
+                viewer.set_script_timeout(seconds + 20)
+                video_before = viewer.execute_async_script(VIDEO_STATS)
+                result["playback"] = viewer.execute_async_script(FRAME_COUNT, seconds)
+                video_after = viewer.execute_async_script(VIDEO_STATS)
+                result["video"] = {k: video_after[k] - video_before[k] for k in video_after}
                 result["player_state"] = viewer.execute_script(
                     "return document.getElementById('player-state').textContent")
                 result["notes"] = viewer.execute_script("return document.getElementById('stream-notes').textContent")
@@ -120,6 +137,8 @@ def main() -> dict:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     if sys.argv[1:] == ["rtmp"]:
         return watch_rtmp()
+    if sys.argv[1:] == ["rtmp-bframes"]:
+        return watch_rtmp(bframes=3, seconds=20)
     result: dict = {}
     with Service(media=False) as service:
         token = register(service, "browser-owner")

@@ -52,6 +52,24 @@ def test_chromium_watches_an_rtmp_stream_over_webrtc():
     assert result["player_errors"] == [], result
 
 
+def test_chromium_watches_an_obs_style_stream_with_b_frames_over_webrtc():
+    """x264 with its default B-frames (OBS's default) -> WebRTC, re-encoded once for the stream
+    without them: 20 s at >= 29 fps with no frozen frame, sound in the Opus, and the page says why."""
+    result = in_loopback_namespace("rtmp-bframes")
+    assert result["player_state"] == "playing webrtc", result
+    assert result["video_size"] == [640, 360], result
+    playback = result["playback"]
+    fps = (playback["frames"] - 1) / playback["seconds"]
+    assert playback["seconds"] >= 19 and fps >= 29, result
+    assert result["video"]["freezes"] == 0 and playback["max_gap_ms"] < 150, result
+    assert "B-frames" in result["notes"], result
+    before, after = result["audio"]["before"], result["audio"]["after"]
+    assert after["energy"] > before["energy"], result
+    received = after["samples"] - before["samples"]
+    assert received > 0.9 * 5 * 48000, result
+    assert result["player_errors"] == [], result
+
+
 def test_chromium_publishes_and_another_watches():
     result = in_loopback_namespace()
     assert result["publish_state"] == "live", result

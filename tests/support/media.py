@@ -13,14 +13,19 @@ WIDTH, HEIGHT = 640, 360
 
 
 def ffmpeg_publish(url: str, *, gop: int = FPS, seconds: float | None = None, size: str = f"{WIDTH}x{HEIGHT}",
-                   bitrate: str = "800k") -> subprocess.Popen:
-    """H.264 + AAC from testsrc2 + sine at real time (-re), FLV over RTMP, as OBS would push."""
+                   bitrate: str = "800k", bframes: int | None = None) -> subprocess.Popen:
+    """H.264 + AAC from testsrc2 + sine at real time (-re), FLV over RTMP, as OBS would push.
+
+    Without `bframes`, x264's zerolatency tune (no B-frames); with it, x264's own B-frame decisions
+    up to that many (OBS's default x264 settings send up to 3, with B-pyramid).
+    """
     duration = ["-t", str(seconds)] if seconds else []
+    tune = ["-tune", "zerolatency"] if bframes is None else ["-bf", str(bframes)]
     return subprocess.Popen(
         [require_tool("ffmpeg"), "-hide_banner", "-loglevel", "error", "-re",
          "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={FPS}",
          "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
-         *duration, "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", str(gop),
+         *duration, "-c:v", "libx264", "-preset", "veryfast", *tune, "-g", str(gop),
          "-keyint_min", str(gop), "-b:v", bitrate, "-pix_fmt", "yuv420p",
          "-c:a", "aac", "-b:a", "96k", "-f", "flv", url],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

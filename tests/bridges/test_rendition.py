@@ -1,0 +1,154 @@
+"""Renditions: the codecs each target needs, decided from what the stream carries, once per stream."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from media.bridges import rendition as rmod
+from media.bridges.rendition import CONVERT, DROP, H264_AAC, PASS, WEBRTC, plan, playable, renditions
+from media.config import MediaConfig
+from media.hub.stream import Stream
+from tests.support.flv_source import access_units, ffmpeg_flv
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing():
+    """Overrides the suite-wide Django fixture: no Django here."""
+
+
+def test_plans_follow_what_each_target_plays():
+    assert plan(WEBRTC, "video", "h264") == PASS
+    assert plan(WEBRTC, "video", "h264", reordered=True) == CONVERT  # B-frames
+    assert plan(WEBRTC, "video", "hevc") == CONVERT
+    assert plan(WEBRTC, "audio", "aac") == CONVERT
+    assert plan(WEBRTC, "audio", "flv/mp3") == DROP
+    assert plan(H264_AAC, "video", "h264", reordered=True) == PASS
+    assert plan(H264_AAC, "video", "vp8") == CONVERT
+    assert plan(H264_AAC, "audio", "opus") == CONVERT
+    assert plan(H264_AAC, "audio", "aac") == PASS
+
+
+class Viewer:
+    def __init__(self) -> None:
+        self.entries = []
+
+    def on_entry(self, entry) -> None:
+        self.entries.append(entry)
+
+    def stream_ended(self, reason: str) -> None:
+        self.ended = reason
+
+    viewer_count = 1
+
+
+async def _feed(stream: Stream, units, pace: int = 8) -> None:
+    for i, unit in enumerate(units):
+        stream.write(unit)
+        if i % pace == 0:
+            await asyncio.sleep(0.002)  # let the bridge thread keep up, as a live source would
+
+
+def test_an_h264_aac_stream_is_itself_for_hls_and_an_opus_rendition_for_webrtc(monkeypatch):
+    monkeypatch.setattr(rmod, "IDLE_AFTER", 0.3)
+    units = access_units(ffmpeg_flv(seconds=4, bframes=0))
+
+    async def run():
+        stream = Stream("r1", MediaConfig())
+        for unit in units[:40]:
+            stream.write(unit)
+        assert playable(stream, H264_AAC) is stream
+        watched = playable(stream, WEBRTC)
+        assert watched is not stream and playable(stream, WEBRTC) is watched  # once per stream
+        assert watched.tracks() == {"video": "h264", "audio": "opus"}
+        assert watched.video_config is not None and watched.gop  # joiners start at once
+        viewer = Viewer()
+        watched.add_sink(viewer)
+        watched.viewers_changed()
+        assert stream.viewer_count == 1  # the source counts its rendition's viewers
+        await _feed(stream, units[40:])
+        await asyncio.sleep(0.3)
+        kinds = {(e.unit.kind, e.unit.codec) for e in viewer.entries if not e.unit.config}
+        assert kinds == {("video", "h264"), ("audio", "opus")}
+        video = [e for e in viewer.entries if e.unit.kind == "video"]
+        assert len(video) == len([u for u in units[40:] if u.kind == "video"])  # passed, none lost
+        [r] = renditions(stream)
+        p50, p99 = rmod.latency_ms(r)
+        assert p99 < 1000
+        watched.remove_sink(viewer)
+        await asyncio.sleep(0.8)
+        assert watched.closed and watched.close_reason == "idle" and renditions(stream) == []
+        assert all(b.task.done() for b in r.bridges.values())
+        assert playable(stream, WEBRTC) is not watched  # a new viewer makes a new one
+        stream.close("publisher_left")
+        await asyncio.sleep(0)
+
+    asyncio.run(run())
+
+
+def test_the_source_ending_ends_its_renditions():
+    units = access_units(ffmpeg_flv(seconds=2, bframes=0))
+
+    async def run():
+        stream = Stream("r2", MediaConfig())
+        for unit in units[:10]:
+            stream.write(unit)
+        watched = playable(stream, WEBRTC)
+        [r] = renditions(stream)
+        viewer = Viewer()
+        watched.add_sink(viewer)
+        stream.close("publisher_left")
+        assert watched.closed and viewer.ended == "publisher_left"
+        await asyncio.sleep(0.05)
+        assert r.bridges and all(b.task.done() for b in r.bridges.values())
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("seen", [40, 3], ids=["b-frames-known", "b-frames-appear-later"])
+def test_b_frames_make_a_webrtc_rendition_reencode_the_video_without_them(seen):
+    units = access_units(ffmpeg_flv(seconds=4, bframes=3))
+    video_in = [u for u in units if u.kind == "video" and not u.config]
+
+    async def run():
+        stream = Stream("r3", MediaConfig())
+        for unit in units[:seen]:
+            stream.write(unit)
+        assert (stream.reordered_frames > 0) == (seen > 3)
+        watched = playable(stream, WEBRTC)
+        viewer = Viewer()
+        watched.add_sink(viewer)
+        await _feed(stream, units[seen:])
+        await asyncio.sleep(0.5)
+        video = [e.unit for e in viewer.entries if e.unit.kind == "video"]
+        # Frames seen before the first B-frame passed as they were; the re-encode starts at its config.
+        start = max(i for i, u in enumerate(video) if u.config)
+        out = [u for u in video[start:] if not u.config]
+        assert out and out[0].keyframe
+        assert all(u.pts == u.dts for u in out)
+        assert [u.pts for u in out] == sorted(u.pts for u in out)  # presentation order: no B-frames
+        assert len(out) >= len([u for u in video_in if u.dts >= out[0].pts]) - 4
+        assert rmod.BFRAMES_NOTE in renditions(stream)[0].notes
+        stream.close("publisher_left")
+        await asyncio.sleep(0.05)
+
+    asyncio.run(run())
+
+
+def test_past_transcode_max_hls_is_refused_and_webrtc_gets_the_video_as_it_is(monkeypatch):
+    monkeypatch.setenv("TRANSCODE_MAX", "0")
+    units = access_units(ffmpeg_flv(seconds=2, bframes=3))
+
+    async def run():
+        stream = Stream("r4", MediaConfig())
+        for unit in units[:30]:
+            stream.write(unit)
+        refused = rmod.COUNTERS["video_refused"]
+        watched = playable(stream, WEBRTC)
+        assert "TRANSCODE_MAX" in " ".join(renditions(stream)[0].notes)
+        assert rmod.COUNTERS["video_refused"] == refused + 1
+        assert watched.tracks()["video"] == "h264" and "video" not in renditions(stream)[0].bridges
+        stream.close("publisher_left")
+        await asyncio.sleep(0.05)
+
+    asyncio.run(run())
