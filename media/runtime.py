@@ -27,8 +27,9 @@ DESCRIBE_EVERY = 10.0  # a stream's description is sent again this often (its ca
 
 def _watch_targets(stream: Stream) -> list[tuple[str, Target | None]]:
     """Each way of watching and the rendition target it uses (None: it plays the stream as it is)."""
-    flv = None if stream.source_protocol == "rtmp" else H264_AAC
-    return [("WebRTC", WEBRTC), ("RTMP/HTTP-FLV", flv), ("HLS", H264_AAC)]
+    if stream.source_protocol == "rtmp":
+        return [("WebRTC", WEBRTC), ("RTMP/HTTP-FLV", None), ("HLS", H264_AAC)]
+    return [("WebRTC", WEBRTC), (H264_AAC.label, H264_AAC)]
 
 
 def stream_media(stream: Stream) -> dict:

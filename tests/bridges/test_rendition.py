@@ -152,3 +152,61 @@ def test_past_transcode_max_hls_is_refused_and_webrtc_gets_the_video_as_it_is(mo
         await asyncio.sleep(0.05)
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize(("codec", "args"), [
+    ("hevc", ("-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error")),
+    ("av1", ("-c:v", "libaom-av1", "-usage", "realtime", "-cpu-used", "8")),
+])
+def test_enhanced_rtmp_hevc_and_av1_reach_webrtc_as_h264(codec, args):
+    """OBS 30+'s HEVC/AV1 over Enhanced RTMP: browsers' WebRTC here plays neither, so the WebRTC
+    rendition re-encodes the video to H.264 (once per stream); FFmpeg decodes what comes out."""
+    from media.hub.unit import AccessUnit
+    from tests.bridges.test_video import encoded, probe
+
+    config, frames = encoded(codec, *args, seconds=3)
+
+    async def run():
+        stream = Stream(f"r-{codec}", MediaConfig())
+        stream.source_protocol = "rtmp"
+        stream.write(AccessUnit("video", codec, 0, 0, config or b"", config=True))
+        stream.write(frames[0])
+        watched = playable(stream, WEBRTC)
+        assert watched.tracks() == {"video": "h264"}
+        viewer = Viewer()
+        watched.add_sink(viewer)
+        await _feed(stream, frames[1:], pace=2)
+        await asyncio.sleep(0.5)
+        out = [e.unit for e in viewer.entries]
+        shown = probe(out)
+        assert (shown["codec_name"], shown["width"], shown["height"]) == ("h264", 320, 240)
+        assert int(shown["nb_read_frames"]) >= len(frames) - 4
+        assert renditions(stream)[0].describe()["transcodes"] == {"video": {"from": codec, "to": "h264"}}
+        stream.close("publisher_left")
+        await asyncio.sleep(0.05)
+
+    asyncio.run(run())
+
+
+def test_a_vp8_publisher_for_hls_is_refused_clearly_past_transcode_max(monkeypatch):
+    from tests.bridges.test_video import encoded
+
+    _, frames = encoded("vp8", "-c:v", "libvpx", "-deadline", "realtime", seconds=1)
+    monkeypatch.setenv("TRANSCODE_MAX", "0")
+
+    async def run():
+        stream = Stream("r-vp8", MediaConfig())
+        stream.source_protocol = "webrtc"
+        for unit in frames[:5]:
+            stream.write(unit)
+        with pytest.raises(rmod.TranscodeRefused, match="TRANSCODE_MAX"):
+            playable(stream, H264_AAC)
+        assert renditions(stream) == [] and rmod.BUDGET.running == 0
+        monkeypatch.setenv("TRANSCODE_MAX", "1")
+        watched = playable(stream, H264_AAC)
+        assert watched.tracks() == {"video": "h264"} and rmod.BUDGET.running == 1
+        stream.close("publisher_left")
+        assert rmod.BUDGET.running == 0  # the slot is given back with the stream
+        await asyncio.sleep(0.05)
+
+    asyncio.run(run())

@@ -133,7 +133,7 @@ async def test_the_whep_answer_and_the_api_say_what_does_not_play_as_published(s
             wait_until, lambda: (media() or {}).get("publisher") == "webrtc", 10)
         described = media()
         assert described["tracks"] == {"video": "vp8"}
-        assert "video vp8 is converted to h264 for HLS viewers, once for the stream while they watch" in \
+        assert "video vp8 is converted to h264 for HLS/HTTP-FLV/RTMP viewers, once for the stream while they watch" in \
             described["notes"], described
     finally:
         await http_async("DELETE", resource)

@@ -1,6 +1,6 @@
 """Run inside a fresh network namespace (`unshare --net`): bring lo up, start the service, and
 - `publish` (default): publish the fake camera from one Chromium's publish page and play it on a
-  second Chromium's watch page;
+  second Chromium's watch page; `publish-hls`: the same, the second Chromium playing HLS (hls.js);
 - `rtmp`: ffmpeg pushes an OBS-style RTMP stream (x264 High, AAC) and Chromium plays the room's
   watch page, which tries WebRTC first: H.264 from the hub, the AAC converted to Opus;
 - `rtmp-bframes`: the same with x264's default B-frames (as OBS sends them), which the server
@@ -71,7 +71,7 @@ window.__pc.getStats().then((report) => {
   let video = null;
   report.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') video = s; });
   done(video && {freezes: video.freezeCount || 0, frames_decoded: video.framesDecoded || 0,
-                 frames_dropped: video.framesDropped || 0});
+                 frames_dropped: video.framesDropped || 0, ms: video.timestamp});
 });
 """
 
@@ -139,8 +139,16 @@ def main() -> dict:
         return watch_rtmp()
     if sys.argv[1:] == ["rtmp-bframes"]:
         return watch_rtmp(bframes=3, seconds=20)
+    if sys.argv[1:] == ["publish-hls"]:
+        return publish_and_watch("hls")
+    return publish_and_watch(None)
+
+
+def publish_and_watch(player: str | None) -> dict:
+    """One Chromium publishes its fake camera on the publish page; another plays the room's watch
+    page, over WebRTC (the page's first choice) or with `player` (?player=hls: hls.js)."""
     result: dict = {}
-    with Service(media=False) as service:
+    with Service(media=player is not None) as service:
         token = register(service, "browser-owner")
         room = create_room(service, token, "browser room")
         public_id, key = room["room"]["room_id"], room["stream_key"]
@@ -151,17 +159,25 @@ def main() -> dict:
             result["publish_state"] = wait_for(publisher, "return window.publishState === 'live' && 'live'", 20) \
                 or publisher.execute_script("return window.publishState")
             result["publish_url"] = publisher.current_url
-            open_watch_page(viewer, service, public_id, result)
+            if player is None:
+                open_watch_page(viewer, service, public_id, result)
+            else:
+                viewer.get(service.url(f"/live/{public_id}?player={player}"))
+                result["video_size"] = wait_for(
+                    viewer, "const v = document.getElementById('video');"
+                    "return v.videoWidth > 0 && v.currentTime > 0 && [v.videoWidth, v.videoHeight]", 40)
             t0 = viewer.execute_script("return document.getElementById('video').currentTime")
-            time.sleep(2)
+            time.sleep(4 if player else 2)
             t1 = viewer.execute_script("return document.getElementById('video').currentTime")
             result["advanced_s"] = round(t1 - t0, 2)
+            result["audio_bytes"] = viewer.execute_script(
+                "return document.getElementById('video').webkitAudioDecodedByteCount")
             result["player_state"] = viewer.execute_script("return document.getElementById('player-state').textContent")
             result["player_errors"] = viewer.execute_script("return window.playerErrors")
             result["stats"] = json.loads(service.get("/api/v1/rtc/stats")[1])["data"]
+            result["media"] = json.loads(service.get(f"/api/v1/live/{public_id}")[1])["data"].get("media")
             result["service_log_tail"] = service.log()[-1500:]
     return result
-
 
 if __name__ == "__main__":
     print(json.dumps(main()), file=sys.stdout, flush=True)

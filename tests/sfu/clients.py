@@ -171,3 +171,73 @@ async def whep_subscribe(base: str, public_id: str, kinds=("audio", "video")):
         raise AssertionError(f"WHEP refused: {status} {body[:300]!r}")
     await pc.setRemoteDescription(RTCSessionDescription(sdp=body.decode(), type="answer"))
     return pc, base + headers["Location"], collectors
+
+
+class SharedStart:
+    """One start instant for several generated tracks: the first `recv()` of any of them fixes it,
+    so frames of equal media time are due at the same monotonic time on every track."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def get(self) -> float:
+        if self.at is None:
+            self.at = time.monotonic()
+        return self.at
+
+
+class FlashVideo(MediaStreamTrack):
+    """Black video, white on the frame at each whole second of the track's clock (frame n with
+    n % fps == 0); `fps` frames a second paced on time.monotonic from `start`; pts in 90 kHz."""
+
+    kind = "video"
+
+    def __init__(self, start: SharedStart, width: int = 640, height: int = 360, fps: int = 30) -> None:
+        super().__init__()
+        self.start, self.width, self.height, self.fps = start, width, height, fps
+        self._count = 0
+        self._planes = {luma: self._planes_of(luma) for luma in (16, 235)}  # video-range black, white
+
+    def _planes_of(self, luma: int) -> list[bytes]:
+        frame = av.VideoFrame(self.width, self.height, "yuv420p")
+        return [bytes([luma if index == 0 else 128]) * plane.buffer_size for index, plane in enumerate(frame.planes)]
+
+    async def recv(self) -> av.VideoFrame:
+        due = self.start.get() + self._count / self.fps
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        frame = av.VideoFrame(self.width, self.height, "yuv420p")
+        for plane, data in zip(frame.planes, self._planes[235 if self._count % self.fps == 0 else 16], strict=True):
+            plane.update(data)
+        frame.pts = self._count * (90000 // self.fps)
+        frame.time_base = fractions.Fraction(1, 90000)
+        self._count += 1
+        return frame
+
+
+class BeepAudio(MediaStreamTrack):
+    """Silence with a 1 kHz beep in the first `beep` seconds of each second of the track's clock:
+    20 ms frames at 48 kHz paced from `start`, like ToneAudio. The beep's first sample (sample
+    48000 * k) has the media time of FlashVideo's white frame k * fps, and both are due at start + k."""
+
+    kind = "audio"
+
+    def __init__(self, start: SharedStart, beep: float = 0.06, frequency: int = 1000, amplitude: int = 16000) -> None:
+        super().__init__()
+        self.start = start
+        self._count = 0
+        rate = 48000
+        self._second = array.array("h", (int(amplitude * math.sin(2 * math.pi * frequency * i / rate))
+                                         if i < beep * rate else 0 for i in range(rate)))
+
+    async def recv(self) -> av.AudioFrame:
+        samples = int(AUDIO_PTIME * 48000)
+        due = self.start.get() + self._count * AUDIO_PTIME
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        first = (self._count * samples) % 48000  # 48000 / 960: a frame never straddles a second
+        frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
+        frame.planes[0].update(self._second[first:first + samples].tobytes())
+        frame.sample_rate = 48000
+        frame.pts = self._count * samples
+        frame.time_base = fractions.Fraction(1, 48000)
+        self._count += 1
+        return frame

@@ -58,10 +58,13 @@ def test_chromium_watches_an_obs_style_stream_with_b_frames_over_webrtc():
     result = in_loopback_namespace("rtmp-bframes")
     assert result["player_state"] == "playing webrtc", result
     assert result["video_size"] == [640, 360], result
-    playback = result["playback"]
-    fps = (playback["frames"] - 1) / playback["seconds"]
-    assert playback["seconds"] >= 19 and fps >= 29, result
-    assert result["video"]["freezes"] == 0 and playback["max_gap_ms"] < 150, result
+    # The receiver's decoded frames over the 20 s (its own stats clock): the rate the stream plays at;
+    # requestVideoFrameCallback on a 2-core machine misses some presentations, so it only bounds gaps.
+    video, playback = result["video"], result["playback"]
+    seconds = video["ms"] / 1000
+    assert seconds >= 19 and video["frames_decoded"] / seconds >= 29, result
+    assert video["frames_dropped"] == 0 and video["freezes"] == 0, result  # no frozen frame
+    assert playback["max_gap_ms"] < 150, result
     assert "B-frames" in result["notes"], result
     before, after = result["audio"]["before"], result["audio"]["after"]
     assert after["energy"] > before["energy"], result
@@ -78,3 +81,19 @@ def test_chromium_publishes_and_another_watches():
     assert result["advanced_s"] > 1.0, result
     assert result["player_state"] == "playing webrtc", result
     assert result["stats"]["publishers"] == 1 and result["stats"]["subscribers"] == 1, result
+
+
+def test_chromium_publishes_and_another_chromium_watches_hls():
+    """The publish page's fake camera and microphone -> H.264 (the WHIP answer prefers it) + Opus ->
+    the watch page's hls.js: H.264 passes, the Opus is converted to AAC once for the stream, on
+    demand (the first playlist request starts it); the picture moves and the audio decodes."""
+    result = in_loopback_namespace("publish-hls")
+    assert result["publish_state"] == "live", result
+    assert result["player_state"] == "playing hls", result
+    assert result["video_size"] == [640, 360], result
+    assert result["advanced_s"] > 3.0, result
+    assert result["audio_bytes"] > 0, result
+    media = result["media"]
+    assert media["tracks"] == {"video": "h264", "audio": "opus"}, media
+    assert media["transcodes"] == [{"for": "HLS/HTTP-FLV/RTMP", "kind": "audio", "from": "opus", "to": "aac"}], media
+    assert result["player_errors"] == [], result
