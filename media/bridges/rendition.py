@@ -25,6 +25,8 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from media.codecs import avc
+from media.codecs.errors import CodecError
 from media.hub.stream import Entry, Stream
 from media.hub.unit import AUDIO, DATA, TIME_BASE, VIDEO, AccessUnit
 
@@ -42,6 +44,8 @@ _NEEDS_CONFIG = frozenset({"h264", "hevc", "aac"})
 BFRAMES_NOTE = ("the video has B-frames, which WebRTC cannot play: WebRTC viewers get it re-encoded without "
                 "them; to avoid the re-encode, set B-frames to 0 in the encoder (OBS: Settings > Output > "
                 "Streaming, x264 options bframes=0)")
+BFRAMES_DROPPED_NOTE = ("the video has B-frames, which WebRTC cannot play: WebRTC viewers get it without them "
+                        "(WEBRTC_BFRAMES=drop), at a lower frame rate; set B-frames to 0 in the encoder to avoid it")
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,26 @@ COUNTERS: Counter[str] = Counter()
 
 class TranscodeRefused(Exception):
     """This node already runs TRANSCODE_MAX video transcodes."""
+
+
+def bframes_mode() -> str:
+    """WEBRTC_BFRAMES: "reencode" (default: smooth at the source's frame rate, costs a transcode) or
+    "drop" (drop the B-frames when none is a reference: no CPU, but the frame rate falls by their
+    share, e.g. 30 -> 7.5 fps with 3 B-frames; a reference B-frame still makes it re-encode)."""
+    mode = os.environ.get("WEBRTC_BFRAMES", "").strip().lower() or "reencode"
+    if mode not in ("reencode", "drop"):
+        raise ValueError(f"WEBRTC_BFRAMES must be reencode or drop, got {mode!r}")
+    return mode
+
+
+def _non_reference(unit: AccessUnit) -> bool:
+    """An H.264 frame no other frame predicts from (every slice's nal_ref_idc is 0): droppable."""
+    try:
+        nals = avc.split_avcc(unit.payload)
+    except CodecError:
+        return False
+    slices = [n for n in nals if avc.nal_type(n) in (avc.NAL_SLICE, avc.NAL_IDR)]
+    return bool(slices) and all(avc.nal_ref_idc(n) == 0 for n in slices)
 
 
 def transcode_max() -> int:
@@ -168,6 +192,9 @@ class Rendition:
         self._arrivals: dict[str, _Arrivals] = {}
         self._holds_budget = False
         self._idle: asyncio.TimerHandle | None = None
+        self._max_pts = -1  # of the video passed so far: a frame before it is a B-frame
+        self.bframes_dropped = 0
+        self._reencode_refused = False
         self.closed = False
         for kind, codec in source.tracks().items():
             self._set_plan(kind, codec)
@@ -179,6 +206,8 @@ class Rendition:
 
     def _set_plan(self, kind: str, codec: str) -> None:
         decided = plan(self.target, kind, codec, self.source.reordered_frames > 0)
+        if decided == CONVERT and self._drops_bframes(kind, codec):
+            decided = PASS  # its B-frames are dropped as they come (on_entry), while none is a reference
         if decided == CONVERT and kind == VIDEO and not self._video_budget(codec):
             decided = PASS if codec in self.target.video else DROP
         self.plans[kind] = decided
@@ -191,11 +220,15 @@ class Rendition:
             log.info("rendition %s/%s: %s %s dropped (no conversion)", self.source.public_id, self.target.name,
                      kind, codec)
 
+    def _drops_bframes(self, kind: str, codec: str) -> bool:
+        return kind == VIDEO and codec == "h264" and codec in self.target.video and bframes_mode() == "drop"
+
     def _video_budget(self, codec: str) -> bool:
         if BUDGET.take():
             self._holds_budget = True
             return True
         COUNTERS["video_refused"] += 1
+        self._reencode_refused = True
         note = (f"video {codec} is not re-encoded for {self.target.label}: this node already runs "
                 f"{transcode_max()} video transcodes (TRANSCODE_MAX)")
         log.warning("rendition %s/%s: %s", self.source.public_id, self.target.name, note)
@@ -240,8 +273,12 @@ class Rendition:
             self.stream.keyframe_source = source.keyframe_source
         entries = source.configs() + [e for e in (source.gop or []) if not e.unit.config]
         for entry in entries:
-            if self._passes(entry.unit.kind):
-                self.stream.write(entry.unit, entry.arrived)
+            unit = entry.unit
+            if not self._passes(unit.kind):
+                continue
+            if unit.kind == VIDEO and not self.target.reorder and not unit.config and self._bframe(unit):
+                continue
+            self.stream.write(unit, entry.arrived)
 
     def _passes(self, kind: str) -> bool:
         return self.plans.get(kind, PASS) == PASS
@@ -255,13 +292,28 @@ class Rendition:
             self._set_plan(kind, unit.codec)  # a track the source declared late
         decided = self.plans.get(kind, PASS)
         if decided == PASS:
-            if kind == VIDEO and not self.target.reorder and self.source.reordered_frames and \
-                    self.plans[VIDEO] == PASS and unit.codec in VIDEO_DECODABLE:
-                self._switch_to_reencode(unit.codec)
+            if kind == VIDEO and not self.target.reorder and not unit.config and self._bframe(unit):
                 return
             self.stream.write(unit, entry.arrived)
         elif decided == CONVERT and not unit.config:
             self._arrivals[kind].note(unit, entry.arrived)
+
+    def _bframe(self, unit: AccessUnit) -> bool:
+        """A B-frame in video that passes to a target without them: True when it is not passed
+        (dropped, or the video re-encoded from here on)."""
+        if unit.pts >= self._max_pts:
+            self._max_pts = unit.pts
+            return False
+        if unit.codec not in VIDEO_DECODABLE or self.bridges.get(VIDEO) or self._reencode_refused:
+            return False  # cannot re-encode it (or may not): it passes as it is
+        if self._drops_bframes(VIDEO, unit.codec) and _non_reference(unit):
+            if not self.bframes_dropped:
+                self.notes.append(BFRAMES_DROPPED_NOTE)
+                log.info("rendition %s/%s: %s", self.source.public_id, self.target.name, BFRAMES_DROPPED_NOTE)
+            self.bframes_dropped += 1
+            return True
+        self._switch_to_reencode(unit.codec)
+        return True
 
     def _switch_to_reencode(self, codec: str) -> None:
         """B-frames appeared in video that passed through: re-encode it from here on."""

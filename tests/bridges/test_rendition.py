@@ -210,3 +210,47 @@ def test_a_vp8_publisher_for_hls_is_refused_clearly_past_transcode_max(monkeypat
         await asyncio.sleep(0.05)
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("pyramid", ["none", "normal"])
+def test_webrtc_bframes_drop_drops_non_reference_b_frames_and_reencodes_when_one_is_a_reference(
+        monkeypatch, pyramid):
+    """WEBRTC_BFRAMES=drop: x264 without B-pyramid makes only non-reference B-frames, which are
+    dropped (no transcode, a quarter of the frames left with -bf 3); with B-pyramid the middle
+    B-frame is a reference, and dropping it would break the picture: the video is re-encoded."""
+    from tests.bridges.test_video import encoded, probe
+
+    monkeypatch.setenv("WEBRTC_BFRAMES", "drop")
+    config, frames = encoded("h264", "-c:v", "libx264", "-preset", "veryfast", "-bf", "3", "-g", "60",
+                             "-x264-params", f"b-pyramid={pyramid}:b-adapt=0", seconds=2)
+
+    async def run():
+        from media.hub.unit import AccessUnit
+        stream = Stream(f"r-drop-{pyramid}", MediaConfig())
+        stream.source_protocol = "rtmp"
+        stream.write(AccessUnit("video", "h264", 0, 0, config, config=True))
+        stream.write(frames[0])
+        watched = playable(stream, WEBRTC)
+        assert watched is stream  # no B-frame seen yet: nothing to convert
+        for unit in frames[1:8]:
+            stream.write(unit)
+        assert stream.reordered_frames
+        watched = playable(stream, WEBRTC)  # a viewer joining now
+        viewer = Viewer()
+        watched.add_sink(viewer)
+        await _feed(stream, frames[8:], pace=2)
+        await asyncio.sleep(0.5)
+        [r] = renditions(stream)
+        joined = watched.configs() + [e for e in watched.gop or [] if e not in viewer.entries]
+        out = [e.unit for e in joined] + [e.unit for e in viewer.entries]
+        if pyramid == "none":
+            assert "video" not in r.bridges and r.bframes_dropped >= (len(frames) - 8) * 3 // 4 - 3
+            assert rmod.BFRAMES_DROPPED_NOTE in r.notes
+            shown = probe(out)  # what is left decodes cleanly: no frame referenced a dropped one
+            assert "B" not in shown["pict_types"] and int(shown["nb_read_frames"]) >= (len(frames) - 8) // 4
+        else:
+            assert "video" in r.bridges and r.bframes_dropped == 0
+        stream.close("publisher_left")
+        await asyncio.sleep(0.05)
+
+    asyncio.run(run())
