@@ -20,7 +20,7 @@ from django.conf import settings
 
 from live import media_api
 from live.events import room_event_send
-from media.bridges.rendition import WEBRTC, playable, rendition_notes
+from media.bridges.rendition import WEBRTC, playable, rendition_notes, transcode_stats
 from media.config import MediaConfig
 from media.control import normalize_end_reason
 from media.hub.registry import StreamAlreadyLive, StreamRegistry
@@ -110,6 +110,7 @@ class Sfu:
             "peers": sum(len(r.peers) for r in self.rooms.values()),
             "counters": dict(self.counters),
             "latency": self.latency.summary_ms(),
+            "transcodes": transcode_stats(),
         }
 
     # -- broadcast: WHIP / WHEP / socket offer ----------------------------------------------------

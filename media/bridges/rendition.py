@@ -192,6 +192,7 @@ class Rendition:
         self._arrivals: dict[str, _Arrivals] = {}
         self._holds_budget = False
         self._idle: asyncio.TimerHandle | None = None
+        self._watched_at = source.clock()
         self._max_pts = -1  # of the video passed so far: a frame before it is a B-frame
         self.bframes_dropped = 0
         self._reencode_refused = False
@@ -349,13 +350,18 @@ class Rendition:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        self._idle = loop.call_later(IDLE_AFTER, self._check_idle)
+        self._idle = loop.call_later(IDLE_AFTER / 5, self._check_idle)
 
     def _check_idle(self) -> None:
+        """Stop once nobody has watched through it for IDLE_AFTER (a viewer that reconnects, or a
+        player probing then playing, keeps the same conversion)."""
         self._idle = None
         if self.closed:
             return
-        if self.stream.viewer_count == 0 and not self.stream.readers:
+        now = self.source.clock()
+        if self.stream.viewer_count or self.stream.readers:
+            self._watched_at = now
+        elif now - self._watched_at >= IDLE_AFTER:
             log.info("rendition %s/%s: nobody watches through it; stopped", self.source.public_id, self.target.name)
             self._close_now("idle")
             return
@@ -407,6 +413,11 @@ def for_flv(stream: Stream) -> Stream:
     """What an RTMP or HTTP-FLV player joins: an RTMP publisher's stream as it came (FLV carries it),
     any other publisher's as H.264 + AAC."""
     return stream if stream.source_protocol == "rtmp" else playable(stream, H264_AAC)
+
+
+def transcode_stats() -> dict:
+    """Node-wide: video re-encodes running and the cap, and conversions started/refused by kind."""
+    return {"video_running": BUDGET.running, "video_max": transcode_max(), **COUNTERS}
 
 
 def renditions(stream: Stream) -> list[Rendition]:

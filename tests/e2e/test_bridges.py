@@ -166,6 +166,10 @@ async def test_a_whip_stream_plays_over_rtmp_flv_and_hls_as_h264_and_aac(service
     """Browser-style publisher (H.264 or VP8, Opus) -> every protocol: H.264 + AAC of the published
     size and rate, timestamps from 0 and increasing, no decode error. Opus becomes AAC once for the
     stream; VP8 becomes H.264 once for the stream; H.264 passes with no video transcode."""
+    def video_transcodes_started() -> int:
+        return json.loads(service.get("/api/v1/rtc/stats")[1])["data"]["transcodes"].get("video_started", 0)
+
+    started_before = video_transcodes_started()
     pc, resource = await _whip_live(service, room, video_codec)
     try:
         await asyncio.sleep(1.0)
@@ -188,6 +192,8 @@ async def test_a_whip_stream_plays_over_rtmp_flv_and_hls_as_h264_and_aac(service
         transcodes = {t["kind"]: (t["from"], t["to"]) for t in media_of(service, room)["transcodes"]}
         expected = {"audio": ("opus", "aac")} | ({"video": ("vp8", "h264")} if video_codec == "VP8" else {})
         assert transcodes == expected  # H.264 published: no video transcode
+        # the node's counter: one video transcode for the VP8 stream (shared by the three ways), none for H.264
+        assert video_transcodes_started() - started_before == (1 if video_codec == "VP8" else 0)
     finally:
         await http_async("DELETE", resource)
         await pc.close()
