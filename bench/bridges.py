@@ -1,6 +1,6 @@
 """`python -m bench.bridges` (part of `make bench`): the hub's bridges between RTMP and WebRTC.
 
-    python -m bench.bridges [--parts webrtc,hls] [--counts 1,10] [--seconds 15] [--warmup 5]
+    python -m bench.bridges [--parts webrtc,webrtc-bframes,hls] [--counts 1,10] [--seconds 15] [--warmup 5]
                             [--runs 5] [--subs-per-proc 4] [--whip-size 640x360]
                             [--whip-source testsrc2|pattern] [--no-doc]
 
@@ -14,14 +14,20 @@
   of 4-byte-length-prefixed NAL units, the WebRTC side Annex B with SPS/PPS put before IDR frames).
   Then the same N as RTMP readers on the same stream (bench.run.run_case), and the fan-out's own
   rtmp-N rows (MicroVibe and nginx-rtmp, bench/out/latest.json) next to them.
+- webrtc-bframes (the same with a re-encode): the clip with its B-frames, which the server plays to
+  WebRTC re-encoded without them (a rendition, media.bridges.rendition). The re-encode changes
+  every byte, so a frame is matched by its RTP timestamp, which is its pts (kept by the re-encode)
+  plus a per-subscriber origin: each send's pts comes from the clip's order (`sends_by_pts`), each
+  subscriber's origin from the candidates around its first frame (`match_rtp`).
 - hls (WHIP -> HLS startup): --runs fresh rooms; in each an aiortc WHIP publisher (`whip-publisher`
   child: H.264 from aiortc's encoder, FFmpeg's testsrc2 picture or the tests' PatternVideo) starts
   while this process polls the room's playlist as bench/hls.py does; startup = the first playlist
   listing a segment that can be fetched - the WHIP POST. Shown with the RTMP -> HLS startup of
   bench/hls.py (bench/out/hls-latest.json).
 
-The tables replace the sections between `<!-- bench:rtmp-webrtc:start/end -->` and
-`<!-- bench:whip-hls:start/end -->` in docs/benchmarks.md; raw numbers go to bench/out/bridges-*.json.
+The tables replace the sections between `<!-- bench:rtmp-webrtc:start/end -->`,
+`<!-- bench:rtmp-webrtc-bframes:start/end -->` and `<!-- bench:whip-hls:start/end -->` in
+docs/benchmarks.md; raw numbers go to bench/out/bridges-*.json.
 """
 
 from __future__ import annotations
@@ -47,15 +53,18 @@ from .rtmpclient import frame_key, is_coded_frame
 from .source import OUT
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("webrtc", "hls")
+PARTS = ("webrtc", "webrtc-bframes", "hls")
 WHEP_STARTUP = 3.0  # s for the worker processes to start and every subscriber to join before the warm-up
 CHILD_START_TIMEOUT = 20.0  # s for the WHIP publisher child to start (imports) and reach its POST
 SLICE_TYPES = (1, 5)  # coded slice of a non-IDR / an IDR picture
 MARKERS = {
     "webrtc": ("<!-- bench:rtmp-webrtc:start -->", "<!-- bench:rtmp-webrtc:end -->"),
+    "webrtc-bframes": ("<!-- bench:rtmp-webrtc-bframes:start -->", "<!-- bench:rtmp-webrtc-bframes:end -->"),
     "hls": ("<!-- bench:whip-hls:start -->", "<!-- bench:whip-hls:end -->"),
 }
-HEADINGS = {"webrtc": "### RTMP -> WebRTC latency", "hls": "### WHIP -> HLS startup"}
+HEADINGS = {"webrtc": "### RTMP -> WebRTC latency", "webrtc-bframes": "### RTMP with B-frames -> WebRTC latency",
+            "hls": "### WHIP -> HLS startup"}
+RTP_MASK = 0xFFFFFFFF
 
 
 # --- frame keys: the same value from an FLV AVC body and from the Annex B frame of WebRTC ----------
@@ -113,9 +122,72 @@ def translate_sends(sends: dict[int, list[float]], mapping: dict[int, int]) -> d
     return out
 
 
+# --- frame matching by RTP timestamp: a re-encoded stream (B-frames removed) ------------------------
+#
+# A re-encode changes every byte of a frame but keeps its presentation time: the server sends
+# RTP timestamp = the hub pts + a random origin per subscriber (sfu.from_hub.TrackOut.frame,
+# sfu.aiortc_hooks.RtpOutput), and the hub pts is the publisher's FLV timestamp + composition time
+# (x90). The publisher logs a send per frame in the clip's order, so each send has its pts; each
+# subscriber's origin is found by trying every frame sent in the 2 s before its first frame.
+
+def clip_pts(source: Path) -> tuple[list[int], int]:
+    """The clip's coded video frames in the publisher's send order: pts in ms from its first media
+    tag (bench/publisher.py's timeline), and the loop length it adds per loop (ms)."""
+    from media.codecs.flv import TAG_VIDEO, parse_video
+
+    from .publisher import load
+
+    _meta, _headers, media = load(str(source))
+    first = media[0].timestamp
+    pts = [t.timestamp - first + parse_video(t.payload).composition_time
+           for t in media if t.tag_type == TAG_VIDEO and is_coded_frame(t.payload)]
+    return pts, media[-1].timestamp - first + 33  # the loop length as bench/publisher.py computes it
+
+
+def sends_by_pts(log_path: Path, pts: list[int], loop_len: int) -> dict[int, list[float]]:
+    """The publisher's send log keyed by the hub pts (90 kHz) of each send (its n-th line is the
+    clip's frame n mod len(pts), in loop n // len(pts))."""
+    sends: dict[int, list[float]] = {}
+    with open(log_path) as f:
+        for n, line in enumerate(f):
+            fields = line.split()
+            if len(fields) == 2:
+                loop, i = divmod(n, len(pts))
+                sends.setdefault((pts[i] + loop * loop_len) * 90, []).append(float(fields[0]))
+    return sends
+
+
+def match_rtp(frames: list, sends: dict[int, list[float]]) -> tuple[list[tuple[float, int]], dict]:
+    """One subscriber's (arrival, RTP timestamp) frames as (arrival, pts): the origin that matches
+    (nearly) every frame to a send before its arrival, with the least median lag. A frame later in
+    the candidate's pts than the true one was sent after it arrived (unmatched); an earlier one
+    gives lags a frame period or more longer; one or two frames off, many pts do not exist (FLV
+    millisecond timestamps: 33, 33, 34 ms apart)."""
+    from .stats import reader_lags
+
+    if not frames:
+        return [], {}
+    first_at, first_rtp = frames[0]
+    scored = []
+    for pts, times in sends.items():
+        if not any(first_at - 2.0 <= t <= first_at for t in times):
+            continue
+        origin = (first_rtp - pts) & RTP_MASK
+        mapped = [(arrived, (rtp - origin) & RTP_MASK) for arrived, rtp in frames]
+        lags, _ = reader_lags(mapped, sends)
+        scored.append((len(lags), statistics.median(lags) if lags else math.inf, mapped))
+    if not scored:
+        return [], {"matched": 0}
+    most = max(n for n, _, _ in scored)
+    near = sorted((s for s in scored if s[0] >= 0.98 * most), key=lambda s: s[1])
+    n, median, mapped = near[0]
+    return mapped, {"matched": n, "frames": len(frames), "lag_median_ms": round(median, 1),
+                    "next_median_ms": round(near[1][1], 1) if len(near) > 1 else None}
+
+
 # --- child: WHEP subscribers that do not decode ------------------------------------------------------
 
-async def _whep_reader(base: str, room_id: str, log, t0: float, t1: float) -> None:
+async def _whep_reader(base: str, room_id: str, log, t0: float, t1: float, by_rtp: bool = False) -> None:
     from aiortc import RTCSessionDescription
 
     from sfu.aiortc_hooks import receiver_forward
@@ -125,13 +197,13 @@ async def _whep_reader(base: str, room_id: str, log, t0: float, t1: float) -> No
     try:
         transceiver = pc.addTransceiver("video", direction="recvonly")
 
-        def sink(data: bytes, _rtp_timestamp: int, arrived: float, _after_loss: bool) -> None:
+        def sink(data: bytes, rtp_timestamp: int, arrived: float, _after_loss: bool) -> None:
             log.frames_total += 1
             log.bytes_total += len(data)
             if log.first_frame_at is None:
                 log.first_frame_at = arrived
             if t0 <= arrived <= t1:
-                key = annexb_slice_key(data)
+                key = rtp_timestamp if by_rtp else annexb_slice_key(data)
                 if key is not None:
                     log.frames.append((arrived, key))
 
@@ -161,7 +233,7 @@ async def _whep_workers(args: argparse.Namespace) -> list:
     async def one(log, delay: float) -> None:
         await asyncio.sleep(delay)
         try:
-            await asyncio.wait_for(_whep_reader(args.base, args.room, log, args.t0, args.t1),
+            await asyncio.wait_for(_whep_reader(args.base, args.room, log, args.t0, args.t1, args.by_rtp),
                                    args.t1 + 10 - time.monotonic())
         except Exception as error:  # noqa: BLE001 - any failure is a result to report
             log.error = f"{type(error).__name__}: {error}"
@@ -179,6 +251,7 @@ def whep_worker(argv: list[str]) -> int:
     parser.add_argument("--t0", type=float, required=True)
     parser.add_argument("--t1", type=float, required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--by-rtp", action="store_true", help="log RTP timestamps instead of slice keys")
     args = parser.parse_args(argv)
     logs = asyncio.run(_whep_workers(args))
     Path(args.out).write_text(json.dumps([asdict(log) for log in logs]))
@@ -302,8 +375,9 @@ def _python(*args: str) -> list[str]:
 
 # --- part 1: RTMP -> WebRTC ------------------------------------------------------------------------
 
-def webrtc_case(server, publisher: subprocess.Popen, sends, count: int, args, tmp: Path) -> dict:
-    """N WHEP subscribers of the running RTMP stream; figures as bench.run.run_case gives them."""
+def webrtc_case(server, publisher: subprocess.Popen, sends, count: int, args, tmp: Path, by_rtp: bool = False) -> dict:
+    """N WHEP subscribers of the running RTMP stream; figures as bench.run.run_case gives them.
+    `by_rtp`: frames matched by RTP timestamp (`match_rtp`; `sends` keyed by pts) instead of slice key."""
     from .run import measure_window, split
     from .stats import summarize
 
@@ -318,10 +392,17 @@ def webrtc_case(server, publisher: subprocess.Popen, sends, count: int, args, tm
         outs.append(tmp / f"whep-{count}-{i}.json")
         procs.append(subprocess.Popen(_python("whep-worker", server.service.url(""), server.room_id, "--count", str(n),
                                               "--first-index", str(first), "--t0", f"{t0:.6f}", "--t1", f"{t1:.6f}",
-                                              "--out", str(outs[-1])), cwd=ROOT))
+                                              "--out", str(outs[-1]), *(["--by-rtp"] if by_rtp else [])),
+                                      cwd=ROOT))
     usage, machine_pct, readers = measure_window(server, publisher, procs, outs, shares, t0, t1)
     time.sleep(1.0)  # the publisher flushes its send log every 0.5 s
-    summary = summarize(readers, sends(), t0, t1)
+    sent = sends()
+    matching = []
+    if by_rtp:
+        for reader in readers:
+            reader["frames"], found = match_rtp(reader["frames"], sent)
+            matching.append(found)
+    summary = summarize(readers, sent, t0, t1)
     late = [r["index"] for r in readers if r["first_frame_at"] is None or r["first_frame_at"] > t0 - args.warmup / 2]
     print(f"  WebRTC x{count}: server CPU {usage['server'].cpu_pct:.1f}%, fps min {summary['fps_min']}, "
           f"lag p50 {summary['lag_median_ms'] or 0:.1f} / p99 {summary['lag_p99_ms'] or 0:.1f} ms, "
@@ -338,30 +419,41 @@ def webrtc_case(server, publisher: subprocess.Popen, sends, count: int, args, tm
         "join_s": [round(r["first_frame_at"] - r["connected_at"], 3) for r in readers
                    if r["first_frame_at"] and r["connected_at"]],
         **summary,
+        **({"rtp_matching": matching} if by_rtp else {}),
     }  # fmt: skip
 
 
-def webrtc_part(args, tmp: Path) -> dict:
+def webrtc_part(args, tmp: Path, bframes: bool = False) -> dict:
+    """RTMP -> WebRTC. `bframes`: the clip with B-frames, which the server re-encodes for WebRTC
+    (a rendition), so frames are matched by RTP timestamp, not by their bytes."""
     from .microvibe import MicroVibe
     from .run import CASES, Case, run_case, start_publisher
     from .source import source_flv
     from .stats import load_sends
 
-    source = source_flv(bframes=False)
-    mapping, check = clip_keys(source)
+    source = source_flv(bframes=bframes)
+    if bframes:
+        pts, loop_len = clip_pts(source)
+        check = {"frames": len(pts), "distinct_pts": len(set(pts)), "loop_ms": loop_len}
+    else:
+        mapping, check = clip_keys(source)
     print(f"clip {source.name}: {check}", flush=True)
-    result: dict = {"clip": source.name, "key_check": check, "rows": []}
+    result: dict = {"clip": source.name, "key_check": check, "rows": [], "bframes": bframes}
     counts = [int(c) for c in args.counts.split(",")]
     try:
         with MicroVibe(hls=False) as server:
-            print(f"MicroVibe: RTMP -> WebRTC, {args.counts} subscribers", flush=True)
-            pub_log = tmp / "publisher-webrtc.log"
+            print(f"MicroVibe: RTMP -> WebRTC{' (B-frames re-encoded)' if bframes else ''}, {args.counts} "
+                  f"subscribers", flush=True)
+            pub_log = tmp / f"publisher-webrtc{'-bframes' if bframes else ''}.log"
             publisher = start_publisher(server, source, pub_log)
             try:
                 time.sleep(2.0)  # a first GOP through the server before anyone plays
                 for count in counts:
-                    sends = lambda: translate_sends(load_sends(pub_log), mapping)  # noqa: E731
-                    result["rows"].append(webrtc_case(server, publisher, sends, count, args, tmp))
+                    if bframes:
+                        sends = lambda: sends_by_pts(pub_log, pts, loop_len)  # noqa: E731
+                    else:
+                        sends = lambda: translate_sends(load_sends(pub_log), mapping)  # noqa: E731
+                    result["rows"].append(webrtc_case(server, publisher, sends, count, args, tmp, by_rtp=bframes))
                     time.sleep(1.0)
                     case = CASES.get(f"rtmp-{count}") or Case(f"rtmp-{count}", "rtmp", count)
                     rtmp = run_case(server, publisher, pub_log, case, args, tmp)
@@ -492,9 +584,12 @@ def _lag_row(count: int, path: str, r: dict) -> str:
 
 def webrtc_section(part: dict, fanout: dict | None, machine: dict, args) -> str:
     m = machine
+    bframes = part.get("bframes")
+    clip = ("the 720p30 clip with its B-frames, which the server re-encodes without them for WebRTC" if bframes
+            else "the 720p30 clip, `-bf 0`")
     lines = [
         f"Run {m['date_utc']} at commit {m['git_commit']}: {m['nproc']} cores ({m['cpu_model']}), Linux {m['kernel']}, "
-        f"Python {m['python']}. Source: `{part['clip']}` (the 720p30 clip, `-bf 0`), one RTMP publisher into "
+        f"Python {m['python']}. Source: `{part['clip']}` ({clip}), one RTMP publisher into "
         f"MicroVibe (HLS off); each case {args.warmup:g} s warm-up, {args.seconds:g} s measured; WHEP subscribers "
         f"at most {args.subs_per_proc} per process, not decoding.",
         "",
@@ -528,16 +623,24 @@ def webrtc_section(part: dict, fanout: dict | None, machine: dict, args) -> str:
     if adds:
         notes.append(f"WebRTC minus RTMP on the same stream, p50 / p99, by viewers: {'; '.join(adds)}.")
     if fanout:
-        notes.append(f"Fan-out rows: `bench/out/latest.json`, run {_run_label(fanout)} (its own clip, with "
-                     f"B-frames; same publisher and RTMP readers).")
+        notes.append(f"Fan-out rows: `bench/out/latest.json`, run {_run_label(fanout)} "
+                     f"({'the same clip' if bframes else 'its own clip, with B-frames'}; same publisher and RTMP "
+                     f"readers).")
     joins = [s for r in part["rows"] if r["case"].startswith("webrtc-") for s in r.get("join_s", [])]
     if joins:
         notes.append(f"WHEP answer to first frame: median {statistics.median(joins) * 1000:.0f} ms, worst "
                      f"{max(joins) * 1000:.0f} ms (the GOP-cache start; its frames are before the window).")
     unmatched = sum(r.get("frames_unmatched", 0) for r in part["rows"] if r["case"].startswith("webrtc-"))
     check = part["key_check"]
-    notes.append(f"Frame keys: {check['distinct_slice_keys']} distinct last-slice keys for {check['frames']} frames "
-                 f"of the clip; {unmatched} WebRTC frames in the windows matched no send.")
+    if bframes:
+        found = [f for r in part["rows"] for f in r.get("rtp_matching", []) if f.get("frames")]
+        gaps = [f["next_median_ms"] - f["lag_median_ms"] for f in found if f.get("next_median_ms") is not None]
+        notes.append(f"Frames matched by RTP timestamp ({check['distinct_pts']} distinct pts for {check['frames']} "
+                     f"frames of the clip): {unmatched} WebRTC frames in the windows matched no send; per subscriber, "
+                     f"the next best origin's median lag was {min(gaps, default=0):.0f} ms or more longer.")
+    else:
+        notes.append(f"Frame keys: {check['distinct_slice_keys']} distinct last-slice keys for {check['frames']} "
+                     f"frames of the clip; {unmatched} WebRTC frames in the windows matched no send.")
     late = {r["case"]: r["joined_late"] for r in part["rows"] if r.get("joined_late")}
     if late:
         notes.append(f"Joined late (first frame after half the warm-up): {late}.")
@@ -612,7 +715,7 @@ def hls_section(part: dict, hls: dict | None, machine: dict, args) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.bridges",
                                      description="RTMP -> WebRTC added latency and WHIP -> HLS startup")
-    parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated, of: webrtc, hls")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of: {', '.join(PARTS)}")
     parser.add_argument("--counts", default="1,10", help="WebRTC subscribers per case")
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window per latency case")
     parser.add_argument("--warmup", type=float, default=5.0, help="warm-up per latency case")
@@ -644,12 +747,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mv-bench-bridges-") as tmp:
         if "webrtc" in parts:
             results["webrtc"] = webrtc_part(args, Path(tmp))
+        if "webrtc-bframes" in parts:
+            results["webrtc-bframes"] = webrtc_part(args, Path(tmp), bframes=True)
         if "hls" in parts:
             results["hls"] = hls_part(args)
     machine = report.machine_info(None)
-    if "webrtc" in results:
-        part = results["webrtc"]
-        sections["webrtc"] = webrtc_section(part, _latest("latest.json"), machine, args)
+    for name in ("webrtc", "webrtc-bframes"):
+        if name not in results:
+            continue
+        part = results[name]
+        sections[name] = webrtc_section(part, _latest("latest.json"), machine, args)
         failed = part.get("error") or any(r.get("skipped") or r["readers_with_frames"] < r["readers"]
                                           for r in part["rows"])
         code |= 1 if failed else 0

@@ -170,10 +170,11 @@ class _Arrivals:
     def take(self, unit: AccessUnit) -> float | None:
         if self.by_pts:
             return self._seen.pop(unit.pts, None)
-        found, order = None, self._order
-        while order and order[0][0] <= unit.dts:
-            found = order.popleft()[1]
-        return found
+        # The newest source unit at or before it, kept: one AAC frame (23 ms) may become two Opus ones.
+        order = self._order
+        while len(order) > 1 and order[1][0] <= unit.dts:
+            order.popleft()
+        return order[0][1] if order and order[0][0] <= unit.dts else None
 
 
 class Rendition:
