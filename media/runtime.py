@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rtmp.server import RtmpServer
 
-from .bridges.rendition import BFRAMES_NOTE, CONVERT, DROP, H264_AAC, WEBRTC, Target, plan, renditions
+from .bridges.rendition import BFRAMES_NOTE, CONVERT, DROP, H264_AAC, WEBRTC, Target, plan, refusal, renditions
 from .codecs.flv_units import carries as flv_carries
 from .config import MediaConfig
 from .control import ControlPlane
@@ -54,6 +54,8 @@ def stream_media(stream: Stream) -> dict:
         notes.append(BFRAMES_NOTE)
     for rendition in renditions(stream):
         notes += [n for n in rendition.notes if n not in notes]
+    if (refused := refusal(stream)) is not None:
+        notes.append(refused)
     transcodes = [{"for": r.target.label, "kind": kind, **change}
                   for r in renditions(stream) for kind, change in r.describe()["transcodes"].items()]
     return {"publisher": stream.source_protocol, "tracks": tracks, "notes": notes, "transcodes": transcodes}

@@ -235,6 +235,7 @@ class Rendition:
                 f"{transcode_max()} video transcodes (TRANSCODE_MAX)")
         log.warning("rendition %s/%s: %s", self.source.public_id, self.target.name, note)
         if self.target.refuse:
+            _refusals[self.source] = f"{self.target.label} viewers refused: {note}"
             self._close_now("refused")
             raise TranscodeRefused(note)
         self.notes.append(note)
@@ -393,6 +394,7 @@ class Rendition:
 
 
 _renditions: weakref.WeakKeyDictionary[Stream, dict[str, Rendition]] = weakref.WeakKeyDictionary()
+_refusals: weakref.WeakKeyDictionary[Stream, str] = weakref.WeakKeyDictionary()  # the last, per stream
 
 
 def playable(stream: Stream, target: Target) -> Stream:
@@ -419,6 +421,11 @@ def for_flv(stream: Stream) -> Stream:
 def transcode_stats() -> dict:
     """Node-wide: video re-encodes running and the cap, and conversions started/refused by kind."""
     return {"video_running": BUDGET.running, "video_max": transcode_max(), **COUNTERS}
+
+
+def refusal(stream: Stream) -> str | None:
+    """The stream's last refused rendition (TRANSCODE_MAX), for its API detail."""
+    return _refusals.get(stream)
 
 
 def renditions(stream: Stream) -> list[Rendition]:

@@ -202,6 +202,8 @@ def test_a_vp8_publisher_for_hls_is_refused_clearly_past_transcode_max(monkeypat
         with pytest.raises(rmod.TranscodeRefused, match="TRANSCODE_MAX"):
             playable(stream, H264_AAC)
         assert renditions(stream) == [] and rmod.BUDGET.running == 0
+        from media.runtime import stream_media
+        assert any("refused" in n and "TRANSCODE_MAX" in n for n in stream_media(stream)["notes"])
         monkeypatch.setenv("TRANSCODE_MAX", "1")
         watched = playable(stream, H264_AAC)
         assert watched.tracks() == {"video": "h264"} and rmod.BUDGET.running == 1

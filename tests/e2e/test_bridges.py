@@ -147,16 +147,6 @@ async def _whip_live(service, room, video_codec: str):
     return pc, resource
 
 
-@pytest.fixture
-async def whip_h264(service, room):
-    pc, resource = await _whip_live(service, room, "H264")
-    try:
-        yield pc
-    finally:
-        await http_async("DELETE", resource)
-        await pc.close()
-
-
 def media_of(service, room) -> dict:
     return json.loads(service.get(f"/api/v1/live/{room['room']['room_id']}")[1])["data"].get("media") or {}
 
@@ -271,28 +261,35 @@ async def test_five_percent_loss_gives_frame_gaps_never_a_broken_or_stalled_outp
         await pc.close()
 
 
+@pytest.mark.parametrize("video_codec", ["H264", "VP8"])
 @pytest.mark.parametrize("player", ["flv", "hls"])
-async def test_a_whip_stream_plays_in_chromium_with_mpegts_js_and_hls_js(service, room, whip_h264, player):
-    """A browser-style publisher watched the other way: mpegts.js (HTTP-FLV) and hls.js (HLS)."""
+async def test_a_whip_stream_plays_in_chromium_with_mpegts_js_and_hls_js(service, room, player, video_codec):
+    """A browser-style publisher (H.264 or VP8, Opus) watched the other way: mpegts.js (HTTP-FLV)
+    and hls.js (HLS) play its H.264 + AAC (converted once for the stream where needed), with sound."""
     from tests.support.browser import chromium
 
-    if player == "hls":
-        assert await asyncio.to_thread(wait_until, lambda: _segments(service, room) >= 2, 20)
+    pc, resource = await _whip_live(service, room, video_codec)
 
-    def watch() -> tuple[float, list, list]:
+    def watch() -> tuple[float, list, list, int]:
         with chromium() as browser:
             browser.get(service.url(f"/live/{room['room']['room_id']}?player={player}"))
             video_time = "return document.getElementById('video').currentTime"
-            assert wait_until(lambda: browser.execute_script(video_time) > 0.2, 20), browser.get_log("browser")
+            assert wait_until(lambda: browser.execute_script(video_time) > 0.2, 30), browser.get_log("browser")
             start = browser.execute_script(video_time)
             time.sleep(5.5)
             size = browser.execute_script("const v = document.getElementById('video');"
                                           "return [v.videoWidth, v.videoHeight]")
             errors = browser.execute_script("return window.playerErrors")
-            return browser.execute_script(video_time) - start, errors, size
+            audio = browser.execute_script("return document.getElementById('video').webkitAudioDecodedByteCount")
+            return browser.execute_script(video_time) - start, errors, size, audio
 
-    advanced, errors, size = await asyncio.to_thread(watch)
+    try:
+        advanced, errors, size, audio = await asyncio.to_thread(watch)
+    finally:
+        await http_async("DELETE", resource)
+        await pc.close()
     assert advanced >= 4.5 and errors == [] and size == [640, 360], (advanced, errors, size)
+    assert audio > 0, "the AAC made from the publisher's Opus decodes"
 
 
 async def test_staff_end_drops_a_whip_publisher_and_its_viewers_on_every_protocol(service, room, streamer_token):
