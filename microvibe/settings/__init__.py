@@ -235,7 +235,8 @@ RTC_MIN_PORT = env_int("RTC_MIN_PORT", 0)  # 0: any port; else host candidates b
 RTC_MAX_PORT = env_int("RTC_MAX_PORT", 0)
 RTC_PEER_TIMEOUT = env_int("RTC_PEER_TIMEOUT", 15)
 RTC_KEYFRAME_INTERVAL = env_int("RTC_KEYFRAME_INTERVAL_MS", 300) / 1000  # at most one PLI upstream per this
-RTC_VIDEO_CODECS = env_list("RTC_VIDEO_CODECS", ["H264", "VP8"])  # publisher codecs, preferred first: H.264 passes to HLS/FLV/RTMP without a transcode
+# A publisher's codecs, preferred first: H.264 passes to HLS/FLV/RTMP without a transcode.
+RTC_VIDEO_CODECS = env_list("RTC_VIDEO_CODECS", ["H264", "VP8"])
 RTC_AUDIO_CODECS = env_list("RTC_AUDIO_CODECS", ["opus"])
 RTC_STUN_URLS = env_list("RTC_STUN_URLS", [])  # told to clients, e.g. stun:stun.example.org:3478
 RTC_TURN_URLS = env_list("RTC_TURN_URLS", [])  # e.g. turn:turn.example.org:3478?transport=udp
