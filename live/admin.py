@@ -5,9 +5,11 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
 
-from . import services
-from .models import LiveSession, Room, RoomStatus
+from . import recordings, services
+from .models import LiveSession, Recording, RecordingStatus, Room, RoomStatus
+from .recording_files import recording_file_url
 from .stream_keys import stream_key_generate, stream_key_hash
 
 
@@ -77,3 +79,42 @@ class LiveSessionAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+@admin.register(Recording)
+class RecordingAdmin(admin.ModelAdmin):
+    list_display = ("public_id", "room", "status", "started_at", "duration_s", "size", "video_codec", "audio_codec",
+                    "error")
+    list_filter = ("status",)
+    search_fields = ("public_id", "room__public_id", "room__title")
+    readonly_fields = ("public_id", "room", "session", "status", "started_at", "ended_at", "end_reason", "file",
+                       "thumbnail", "duration", "size", "video_codec", "audio_codec", "width", "height", "attempts",
+                       "error", "player")
+    actions = ("finalize_again",)
+
+    @admin.display(description="duration (s)")
+    def duration_s(self, recording: Recording) -> str:
+        return f"{recording.duration:.1f}" if recording.duration is not None else "-"
+
+    @admin.display(description="player")
+    def player(self, recording: Recording) -> str:
+        if recording.status != RecordingStatus.READY:
+            return "-"
+        return format_html('<video controls preload="metadata" width="480" src="{}" poster="{}"></video>',
+                           recording_file_url(recording, "mp4"), recording_file_url(recording, "jpg"))
+
+    @admin.action(description="Finalize again (failed or stuck recordings)")
+    def finalize_again(self, request: HttpRequest, queryset: QuerySet[Recording]) -> None:
+        from .tasks import recording_finalize
+
+        for recording in queryset.exclude(status=RecordingStatus.READY):
+            Recording.objects.filter(pk=recording.pk).update(status=RecordingStatus.FINALIZING, error="")
+            recording_finalize.delay(recording.public_id)
+        self.message_user(request, "finalizing queued", messages.SUCCESS)
+
+    def delete_model(self, request: HttpRequest, recording: Recording) -> None:
+        recordings.recording_delete(recording=recording)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Recording]) -> None:
+        for recording in queryset:
+            recordings.recording_delete(recording=recording)

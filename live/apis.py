@@ -12,16 +12,17 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from . import selectors, services
+from . import recordings, selectors, services
 from .envelope import ok
 from .models import Room
 from .play_urls import room_push_urls
 from .serializers import (
+    RecordingOutput,
     RegisterInput,
-    RoomCallAccessInput,
     RoomCreateInput,
     RoomOutput,
     RoomOwnerOutput,
+    RoomUpdateInput,
     RoomWithKeyOutput,
     UserOutput,
 )
@@ -131,17 +132,23 @@ class RoomDetailApi(APIView):
             data["media"] = selectors.stream_media_get(public_id=public_id)
         return ok(data)
 
-    @extend_schema(request=RoomCallAccessInput, responses={200: _envelope("RoomCallAccess", RoomOwnerOutput())},
+    @extend_schema(request=RoomUpdateInput, responses={200: _envelope("RoomUpdated", RoomOwnerOutput())},
                    description="Who may join the room's call. Only the owner may change it.")
     def patch(self, request: Request, public_id: str) -> Response:
         room = selectors.room_get_by_public_id(public_id=public_id)
         if room is None:
             raise NotFound("room not found")
         if room.owner_id != request.user.pk:  # checked before the input, so usernames are not probed here
-            raise PermissionDenied("only the room's owner may change who joins its call")
-        data = RoomCallAccessInput(data=request.data)
+            raise PermissionDenied("only the room's owner may change its settings")
+        data = RoomUpdateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        room = services.room_call_access_update(room=room, **data.validated_data)
+        fields = data.validated_data
+        call = {k: fields[k] for k in ("call_access", "call_invitees") if k in fields}
+        if call:
+            room = services.room_call_access_update(room=room, **call)
+        if "recording" in fields or "recordings_public" in fields:
+            room = services.room_recording_update(room=room, recording=fields.get("recording"),
+                                                  public=fields.get("recordings_public"))
         return ok(RoomOwnerOutput(room).data)
 
     @extend_schema(responses={200: _envelope("RoomDeleted", serializers.DictField())})
@@ -166,3 +173,38 @@ class RoomEndLiveApi(APIView):
         room = _owned_room(request, public_id)
         was_live = services.room_end_live(room=room)
         return ok({"room_id": public_id, "was_live": was_live})
+
+
+def _recordings_room(request: Request, public_id: str) -> Room:
+    room = selectors.room_get_by_public_id(public_id=public_id)
+    if room is None:
+        raise NotFound("room not found")
+    mine = request.user is not None and (request.user.pk == room.owner_id or request.user.is_staff)
+    if not (mine or room.recordings_public):
+        raise PermissionDenied("this room's recordings are its owner's")
+    return room
+
+
+class RoomRecordingsApi(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: _envelope("Recordings", RecordingOutput(many=True))},
+                   description="The room's recordings, newest first: its owner's and staff's, anyone's when "
+                               "the room has `recordings_public`. `url` and `thumbnail_url` are signed links "
+                               "(valid RECORDING_URL_TTL s) that answer Range requests.")
+    def get(self, request: Request, public_id: str) -> Response:
+        room = _recordings_room(request, public_id)
+        recordings = selectors.recording_list(room=room)
+        return ok(RecordingOutput(recordings, many=True, context={"request": request}).data)
+
+
+class RecordingApi(APIView):
+    @extend_schema(responses={200: _envelope("RecordingDeleted", serializers.DictField())})
+    def delete(self, request: Request, recording_id: str) -> Response:
+        recording = selectors.recording_get(public_id=recording_id)
+        if recording is None:
+            raise NotFound("recording not found")
+        if recording.room.owner_id != request.user.pk and not request.user.is_staff:
+            raise PermissionDenied("this recording belongs to someone else")
+        recordings.recording_delete(recording=recording)
+        return ok({"id": recording_id, "deleted": True})

@@ -26,6 +26,8 @@ __all__ = [
     "play_authorize",
     "publish_authorize",
     "publish_ended",
+    "recording_done",
+    "recording_wanted",
     "sessions_close_orphaned",
     "stream_described",
     "viewers_changed",
@@ -106,6 +108,27 @@ async def stream_described(*, public_id: str, media: dict) -> None:
     from django.core.cache import cache
 
     await cache.aset(selectors.stream_media_key(public_id), media, STREAM_MEDIA_TTL)
+
+
+def _recording_begin(public_id: str):
+    from media.record.from_hub import RecordingPlan
+
+    from . import recordings
+
+    recording = recordings.recording_begin(public_id=public_id)
+    return None if recording is None else RecordingPlan(recording.public_id)
+
+
+async def recording_wanted(public_id: str):
+    """A stream went live: record it? (the room's `recording`), with the Recording row made."""
+    return await sync_to_async(_recording_begin)(public_id)
+
+
+async def recording_done(plan, info: object, reason: str) -> None:
+    """The media node closed a recording's file: finalize it (a Celery task)."""
+    from . import recordings
+
+    await sync_to_async(recordings.recording_end)(recording_id=plan.recording_id, reason=reason)
 
 
 async def sessions_close_orphaned() -> int:

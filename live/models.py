@@ -45,6 +45,7 @@ class Room(models.Model):
     push_protocol = models.CharField(max_length=10, choices=PushProtocol.choices, default=PushProtocol.RTMP)
     status = models.CharField(max_length=10, choices=RoomStatus.choices, default=RoomStatus.IDLE)
     recording = models.BooleanField(default=False)
+    recordings_public = models.BooleanField(default=False)  # else only the owner and staff see them
     # The call is never open to anonymous sockets; see live.selectors.call_join_allowed.
     call_access = models.CharField(max_length=10, choices=CallAccess.choices, default=CallAccess.INVITED)
     call_invitees = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="call_invitations",
@@ -92,3 +93,53 @@ class LiveSession(models.Model):
     @property
     def is_open(self) -> bool:
         return self.ended_at is None
+
+
+class RecordingStatus(models.TextChoices):
+    RECORDING = "recording"
+    FINALIZING = "finalizing"
+    READY = "ready"
+    FAILED = "failed"
+
+
+def new_recording_id() -> str:
+    return secrets.token_hex(8)
+
+
+class Recording(models.Model):
+    """One live session of a recording room as a file: written as fragmented MP4 while live
+    (`{public_id}.part.mp4` under RECORDINGS_PATH), finalized by a Celery task into a faststart MP4."""
+
+    public_id = models.CharField(max_length=32, unique=True, default=new_recording_id, editable=False)
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="recordings")
+    session = models.ForeignKey(LiveSession, on_delete=models.SET_NULL, null=True, blank=True,
+                                related_name="recordings")
+    status = models.CharField(max_length=12, choices=RecordingStatus.choices, default=RecordingStatus.RECORDING)
+    started_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=20, blank=True, default="")
+    file = models.CharField(max_length=200, blank=True, default="")  # the finished MP4, relative to storage
+    thumbnail = models.CharField(max_length=200, blank=True, default="")
+    duration = models.FloatField(null=True, blank=True)  # seconds
+    size = models.PositiveBigIntegerField(null=True, blank=True)  # bytes
+    video_codec = models.CharField(max_length=16, blank=True, default="")
+    audio_codec = models.CharField(max_length=16, blank=True, default="")
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [
+            models.Index(fields=["room", "-started_at"], name="recording_room_recent"),
+            models.Index(fields=["status"], name="recording_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"recording {self.public_id} of {self.room.public_id}"
+
+    @property
+    def part_name(self) -> str:
+        """The fragmented MP4 written while live (no stream key in any name)."""
+        return f"{self.public_id}.part.mp4"

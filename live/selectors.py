@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
-from .models import CallAccess, LiveSession, Room, RoomStatus
+from .models import CallAccess, LiveSession, Recording, Room, RoomStatus
 from .stream_keys import stream_key_hash, stream_key_matches
 
 
@@ -67,3 +67,11 @@ def stream_media_get(*, public_id: str) -> dict | None:
     from django.core.cache import cache
 
     return cache.get(stream_media_key(public_id))
+
+
+def recording_list(*, room: Room) -> QuerySet[Recording]:
+    return Recording.objects.filter(room=room).order_by("-started_at")
+
+
+def recording_get(*, public_id: str) -> Recording | None:
+    return Recording.objects.select_related("room").filter(public_id=public_id).first()

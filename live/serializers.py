@@ -1,12 +1,13 @@
 """Input and output shapes of the REST API."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth import get_user_model, password_validation
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from . import selectors
-from .models import CallAccess, PushProtocol, Room
+from .models import CallAccess, PushProtocol, Recording, Room
 from .play_urls import room_play_urls
 
 MAX_CALL_INVITEES = 500
@@ -53,24 +54,26 @@ _CALL_ACCESS_HELP = ("who may join the room's call: owner (only the owner), invi
 class RoomCreateInput(serializers.Serializer):
     title = serializers.CharField(max_length=200)
     push_protocol = serializers.ChoiceField(choices=PushProtocol.choices, default=PushProtocol.RTMP)
-    recording = serializers.BooleanField(default=False)
+    recording = serializers.BooleanField(default=lambda: settings.RECORDING_DEFAULT)
     call_access = serializers.ChoiceField(choices=CallAccess.choices, default=CallAccess.INVITED,
                                           help_text=_CALL_ACCESS_HELP)
     call_invitees = CallInviteesField(required=False, help_text="usernames")
 
 
-class RoomCallAccessInput(serializers.Serializer):
-    """PATCH /api/v1/live/{room_id}: either or both; `call_invitees` replaces the whole list."""
+class RoomUpdateInput(serializers.Serializer):
+    """PATCH /api/v1/live/{room_id}: any of these; `call_invitees` replaces the whole list."""
 
     call_access = serializers.ChoiceField(choices=CallAccess.choices, required=False, help_text=_CALL_ACCESS_HELP)
     call_invitees = CallInviteesField(required=False, help_text="usernames; replaces the list")
+    recording = serializers.BooleanField(required=False, help_text="record the room's next live sessions")
+    recordings_public = serializers.BooleanField(required=False, help_text="anyone may list and play them")
 
     def validate(self, attrs: dict) -> dict:
         for name in self.initial_data:
             if name not in self.fields:
                 raise serializers.ValidationError({name: "this field cannot be changed here"})
         if not attrs:
-            raise serializers.ValidationError("send call_access and/or call_invitees")
+            raise serializers.ValidationError(f"send any of {', '.join(self.fields)}")
         return attrs
 
 
@@ -83,7 +86,8 @@ class RoomOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Room
-        fields = ["room_id", "title", "owner", "push_protocol", "status", "recording", "call_access", "play_urls",
+        fields = ["room_id", "title", "owner", "push_protocol", "status", "recording", "recordings_public",
+                  "call_access", "play_urls",
                   "created_at", "updated_at"]
 
     def get_play_urls(self, room: Room) -> dict[str, str]:
@@ -114,3 +118,29 @@ class RoomWithKeyOutput(serializers.Serializer):
     room = RoomOwnerOutput()
     stream_key = serializers.CharField()
     push_urls = PushUrlsOutput()
+
+
+class RecordingOutput(serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id")
+    url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Recording
+        fields = ["id", "status", "started_at", "ended_at", "end_reason", "duration", "size", "video_codec",
+                  "audio_codec", "width", "height", "url", "thumbnail_url", "error"]
+
+    def _url(self, recording, kind: str) -> str | None:
+        from .recording_files import recording_file_url
+
+        if recording.status != "ready":
+            return None
+        request = self.context.get("request")
+        url = recording_file_url(recording, kind)
+        return request.build_absolute_uri(url) if request is not None else url
+
+    def get_url(self, recording) -> str | None:
+        return self._url(recording, "mp4")
+
+    def get_thumbnail_url(self, recording) -> str | None:
+        return self._url(recording, "jpg") if recording.thumbnail else None

@@ -60,6 +60,17 @@ def room_call_access_update(*, room: Room, call_access: str | None = None,
     return room
 
 
+def room_recording_update(*, room: Room, recording: bool | None = None, public: bool | None = None) -> Room:
+    """Whether the room's next live sessions are recorded, and whether anyone may list and play
+    its recordings (else the owner and staff). None leaves that part as it is."""
+    if recording is not None:
+        room.recording = recording
+    if public is not None:
+        room.recordings_public = public
+    room.save(update_fields=["recording", "recordings_public", "updated_at"])
+    return room
+
+
 def _call_access_check(call_access: str) -> None:
     if call_access not in CallAccess.values:
         raise ValueError(f"call_access must be one of {', '.join(CallAccess.values)}")
@@ -145,6 +156,9 @@ def sessions_close_orphaned(*, reason: str = EndReason.ERROR) -> int:
         count += 1
     if count:
         log.warning("closed %d live session(s) left open by a previous run", count)
+    from .recordings import recordings_recover
+
+    recordings_recover()  # their recordings: finalize what the dead process wrote
     return count
 
 

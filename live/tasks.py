@@ -1,6 +1,7 @@
 """Celery tasks: one more interface to the services."""
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from celery import shared_task
@@ -8,6 +9,8 @@ from django.utils import timezone
 
 from . import services
 from .models import EndReason, LiveSession, RoomStatus
+
+log = logging.getLogger(__name__)
 
 
 @shared_task
@@ -22,3 +25,26 @@ def sessions_close_stale(max_hours: int = 48) -> int:
         services.session_end(session_id=session.pk, reason=EndReason.ERROR)
         closed += 1
     return closed
+
+
+@shared_task(bind=True, max_retries=5)
+def recording_finalize(self, recording_id: str) -> str:
+    """A finished recording's faststart MP4 and thumbnail; retried with backoff, then failed."""
+    from . import recordings
+
+    try:
+        return recordings.recording_finalize(recording_id=recording_id).status
+    except Exception as exc:
+        if self.request.retries >= self.max_retries or self.request.is_eager:  # eager: no worker to retry
+            log.exception("recording %s: finalizing failed", recording_id)
+            recordings.recording_failed(recording_id=recording_id, error=f"{type(exc).__name__}: {exc}")
+            return "failed"
+        raise self.retry(exc=exc, countdown=2 ** (self.request.retries + 1)) from exc
+
+
+@shared_task
+def recordings_recover() -> int:
+    """Finalize recordings a dead media node left open (see `live.recordings.recordings_recover`)."""
+    from . import recordings
+
+    return recordings.recordings_recover()

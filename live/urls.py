@@ -12,4 +12,6 @@ urlpatterns = [
     path("live/<str:public_id>", apis.RoomDetailApi.as_view(), name="live-detail"),
     path("live/<str:public_id>/rotate-key", apis.RoomRotateKeyApi.as_view(), name="live-rotate-key"),
     path("live/<str:public_id>/end", apis.RoomEndLiveApi.as_view(), name="live-end"),
+    path("live/<str:public_id>/recordings", apis.RoomRecordingsApi.as_view(), name="live-recordings"),
+    path("recordings/<str:recording_id>", apis.RecordingApi.as_view(), name="recording"),
 ]

@@ -60,6 +60,8 @@ class MediaConfig:
     # files removed hls_cleanup_after (s) after the publisher left; HLS_PATH is what nginx may serve.
     hls_enabled: bool = True
     hls_path: str = "var/hls"
+    # Recordings: a recording room's stream as fragmented MP4 here (RECORDINGS_PATH), finalized by the control plane.
+    record_path: str = "var/recordings"
     hls_fragment: float = 2.0
     hls_playlist_length: float = 60.0
     hls_cleanup_after: float = 60.0
@@ -89,6 +91,7 @@ class MediaConfig:
             http_header_timeout=_float(env, "MEDIA_HTTP_HEADER_TIMEOUT", d.http_header_timeout),
             hls_enabled=env.get("HLS_ENABLED", "1").strip().lower() not in ("0", "false", "no", "off"),
             hls_path=env.get("HLS_PATH") or os.path.join(env.get("VAR_DIR") or "var", "hls"),
+            record_path=env.get("RECORDINGS_PATH") or os.path.join(env.get("VAR_DIR") or "var", "recordings"),
             hls_fragment=_float(env, "HLS_FRAGMENT", d.hls_fragment),
             hls_playlist_length=_float(env, "HLS_PLAYLIST_LENGTH", d.hls_playlist_length),
             hls_cleanup_after=_float(env, "HLS_CLEANUP_AFTER", d.hls_cleanup_after),

@@ -34,6 +34,10 @@ class ControlPlane:
     media_control_register: Callable[[Any], Any] | None = None
     # async (*, public_id, media) -> None; what a live stream carries, when it changes and every 10 s
     stream_described: Callable[..., Awaitable[None]] | None = None
+    # async (public_id) -> RecordingPlan | None when a stream goes live, and
+    # async (plan, info, reason) -> None when its file is closed; None: nothing is recorded
+    recording_wanted: Callable[[str], Awaitable[Any]] | None = None
+    recording_done: Callable[[Any, Any, str], Awaitable[None]] | None = None
 
     @classmethod
     def from_live(cls) -> ControlPlane:
@@ -47,6 +51,8 @@ class ControlPlane:
             play_authorize=media_api.play_authorize,
             media_control_register=media_api.media_control_register,
             stream_described=media_api.stream_described,
+            recording_wanted=media_api.recording_wanted,
+            recording_done=media_api.recording_done,
         )
 
 

@@ -19,6 +19,7 @@ from .hls.segmenter import HlsOptions
 from .http_server import MediaHttpServer
 from .hub.registry import StreamRegistry
 from .hub.stream import Stream
+from .record.from_hub import RecorderService
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class MediaPlane:
     rtmp: RtmpServer
     http: MediaHttpServer
     hls: HlsService | None = None
+    recorder: RecorderService | None = None
     rtmp_port: int = 0
     http_port: int = 0
     _tasks: list[asyncio.Task] = field(default_factory=list)
@@ -140,6 +142,8 @@ class MediaPlane:
                 pass
         self._tasks.clear()
         await self.rtmp.stop()
+        if self.recorder is not None:
+            await self.recorder.stop_all()  # each file closed cleanly and reported
         self.registry.close_all("error")
         if self.hls is not None:
             await self.hls.stop()
@@ -158,6 +162,16 @@ def _start_hls(config: MediaConfig, registry: StreamRegistry, http: MediaHttpSer
     registry.on_start.append(hls.stream_started)
     http.add_route("/hls/", HlsFiles(root, hls.demand).handle)
     return hls
+
+
+def _start_recorder(config: MediaConfig, registry: StreamRegistry, control: ControlPlane) -> RecorderService | None:
+    if control.recording_wanted is None or control.recording_done is None:
+        return None
+    root = Path(config.record_path).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    recorder = RecorderService(root, control.recording_wanted, control.recording_done)
+    registry.on_start.append(recorder.stream_started)
+    return recorder
 
 
 async def start_media_plane(
@@ -179,7 +193,8 @@ async def start_media_plane(
     registry = registry if registry is not None else StreamRegistry(config)
     rtmp = RtmpServer(config, registry, control)
     http = MediaHttpServer(config, registry, control)
-    plane = MediaPlane(config, control, registry, rtmp, http, hls=_start_hls(config, registry, http))
+    plane = MediaPlane(config, control, registry, rtmp, http, hls=_start_hls(config, registry, http),
+                       recorder=_start_recorder(config, registry, control))
     try:
         plane.rtmp_port = await rtmp.start(config.bind, config.rtmp_port)
         plane.http_port = await http.start(config.bind, config.http_port)

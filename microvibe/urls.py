@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from live.health import health
 from live.pages import watch
+from live.recording_files import recording_file
 
 
 def flv_redirect(request: HttpRequest, public_id: str) -> HttpResponseRedirect:
@@ -20,6 +21,7 @@ urlpatterns = [
     path("api/v1/schema", SpectacularAPIView.as_view(), name="openapi-schema"),
     path("api/v1/", include("live.urls")),
     path("flv/<str:public_id>.flv", flv_redirect, name="flv-redirect"),
+    path("recordings/<str:public_id>.<str:kind>", recording_file, name="recording-file"),
     path("live/<str:public_id>", watch, name="watch"),
     path("", include("sfu.urls")),
 ]

@@ -387,10 +387,14 @@ class Rendition:
 
     def describe(self) -> dict:
         """For the room's API detail: what each track becomes for this target."""
-        converted = {kind: {"from": self.source.tracks().get(kind), "to": self.stream.tracks().get(kind)}
-                     for kind, decided in self.plans.items() if decided == CONVERT}
-        return {"target": self.target.label, "transcodes": converted, "dropped":
-                {b.kind: b.dropped for b in self.bridges.values()}}
+        converted = {}
+        for kind, decided in self.plans.items():
+            bridge = self.bridges.get(kind)
+            if decided == CONVERT and bridge is not None:
+                # dropped: source units the bridge skipped while behind (to the next keyframe)
+                converted[kind] = {"from": self.source.tracks().get(kind), "to": self.stream.tracks().get(kind),
+                                   "dropped": bridge.dropped}
+        return {"target": self.target.label, "transcodes": converted}
 
 
 _renditions: weakref.WeakKeyDictionary[Stream, dict[str, Rendition]] = weakref.WeakKeyDictionary()

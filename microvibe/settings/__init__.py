@@ -137,6 +137,8 @@ if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
                           "KEY_PREFIX": REDIS_KEY_PREFIX}}
     CELERY_BROKER_URL = REDIS_URL
+    # Services sharing one Redis (tests, several deployments) each have their own queues.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_KEY_PREFIX}:celery:"}
     CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -147,6 +149,7 @@ else:
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BEAT_SCHEDULE = {
     "close-stale-sessions": {"task": "live.tasks.sessions_close_stale", "schedule": 60.0},
+    "recover-recordings": {"task": "live.tasks.recordings_recover", "schedule": 300.0},
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -205,6 +208,10 @@ STREAMING_WHEP_SERVER = env_str("STREAMING_WHEP_SERVER", f"http://{PUBLIC_HOST}:
 
 # Media plane switch: `manage.py serve` starts it beside Daphne unless told not to.
 MEDIA_PLANE_ENABLED = env_bool("MEDIA_PLANE_ENABLED", True)
+# Recordings: fragmented MP4 while live, a faststart MP4 + JPEG thumbnail once finalized (Celery).
+RECORDINGS_PATH = env_str("RECORDINGS_PATH", str(VAR_DIR / "recordings"))
+RECORDING_DEFAULT = env_bool("RECORDING_DEFAULT", False)  # a new room records unless it says otherwise
+RECORDING_URL_TTL = env_int("RECORDING_URL_TTL", 3600)  # s a recording's signed file URL stays valid
 
 CHAT_MAX_LENGTH = env_int("CHAT_MAX_LENGTH", 500)
 CHAT_RATE_COUNT = env_int("CHAT_RATE_COUNT", 5)  # messages ...

@@ -181,7 +181,7 @@ def test_enhanced_rtmp_hevc_and_av1_reach_webrtc_as_h264(codec, args):
         shown = probe(out)
         assert (shown["codec_name"], shown["width"], shown["height"]) == ("h264", 320, 240)
         assert int(shown["nb_read_frames"]) >= len(frames) - 4
-        assert renditions(stream)[0].describe()["transcodes"] == {"video": {"from": codec, "to": "h264"}}
+        assert renditions(stream)[0].describe()["transcodes"] == {"video": {"from": codec, "to": "h264", "dropped": 0}}
         stream.close("publisher_left")
         await asyncio.sleep(0.05)
 

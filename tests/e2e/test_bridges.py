@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import re
 import subprocess
@@ -84,7 +85,8 @@ async def test_an_rtmp_stream_plays_over_webrtc_in_an_aiortc_viewer(service, roo
             notes = " ".join(media_of(service, room).get("notes", []))
             assert "B-frames" in notes and "bframes=0" in notes, notes
             transcodes = media_of(service, room)["transcodes"]
-            assert {"for": "WebRTC", "kind": "video", "from": "h264", "to": "h264"} in transcodes, transcodes
+            assert ("WebRTC", "video", "h264", "h264") in [(t["for"], t["kind"], t["from"], t["to"])
+                                                         for t in transcodes], transcodes
         assert "opus/48000" in answer.lower()
         status, headers, _ = await http_async("DELETE", resource)
         assert status == 200
@@ -147,6 +149,12 @@ async def _whip_live(service, room, video_codec: str):
     return pc, resource
 
 
+def server_cpu_seconds(service) -> float:
+    """The service process's user + system CPU time (/proc), for the figures a test prints."""
+    fields = open(f"/proc/{service.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def media_of(service, room) -> dict:
     return json.loads(service.get(f"/api/v1/live/{room['room']['room_id']}")[1])["data"].get("media") or {}
 
@@ -163,6 +171,7 @@ async def test_a_whip_stream_plays_over_rtmp_flv_and_hls_as_h264_and_aac(service
     pc, resource = await _whip_live(service, room, video_codec)
     try:
         await asyncio.sleep(1.0)
+        cpu_before, wall_before = server_cpu_seconds(service), time.monotonic()
         for url in (rtmp_play_url(service, room), flv_url(service, room), hls_url(service, room)):
             streams = await asyncio.to_thread(ffprobe_streams, url)
             assert (streams["video"]["codec_name"], streams["video"]["width"], streams["video"]["height"]) == \
@@ -179,6 +188,8 @@ async def test_a_whip_stream_plays_over_rtmp_flv_and_hls_as_h264_and_aac(service
             assert 28 <= rate <= 32, f"{rate:.1f} fps from {url}"
             decoded = await asyncio.to_thread(ffmpeg_decode, url, seconds=4)
             assert decoded.stderr.strip() == "" and decoded.audio_frames >= 0.9 * 4 * 48000 / 1024, (url, decoded)
+        share = (server_cpu_seconds(service) - cpu_before) / (time.monotonic() - wall_before)
+        print(f"server CPU while three players read a WHIP {video_codec} stream: {100 * share:.1f} % of a core")
         transcodes = {t["kind"]: (t["from"], t["to"]) for t in media_of(service, room)["transcodes"]}
         expected = {"audio": ("opus", "aac")} | ({"video": ("vp8", "h264")} if video_codec == "VP8" else {})
         assert transcodes == expected  # H.264 published: no video transcode

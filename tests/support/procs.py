@@ -143,6 +143,7 @@ class Service:
             **(env or {}),
         }
         self.proc: subprocess.Popen | None = None
+        self.worker: subprocess.Popen | None = None  # a Celery worker, when tasks go through Redis
         self._own_database = _isolate(self.env, self.dir.name.replace("-", "_").lower())
 
     def manage(self, *args: str) -> subprocess.CompletedProcess:
@@ -153,6 +154,11 @@ class Service:
         self.manage("migrate", "--noinput")
         self.proc = subprocess.Popen([sys.executable, "manage.py", "serve", "--bind", "127.0.0.1"], cwd=ROOT,
                                      env=self.env, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT)
+        if self.env.get("REDIS_URL") and self.env.get("CELERY_TASK_ALWAYS_EAGER", "0") != "1":
+            self.worker = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "microvibe", "worker", "--pool", "solo", "--loglevel", "info",
+                 "--without-gossip", "--without-mingle", "--without-heartbeat"], cwd=ROOT, env=self.env,
+                stdout=open(self.dir / "worker.log", "wb"), stderr=subprocess.STDOUT)
         try:
             wait_for_port(self.port, 30)
             if self.env["MEDIA_PLANE_ENABLED"] == "1":
@@ -189,14 +195,19 @@ class Service:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def worker_log(self) -> str:
+        path = self.dir / "worker.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        for proc in (self.proc, self.worker):
+            if proc and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
 
     def __enter__(self) -> Service:
         return self.start()

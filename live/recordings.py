@@ -1,0 +1,162 @@
+"""Recordings: the writes (begin, end, finalize, delete) and the file work of finalizing.
+
+A recording room's live session is written by the media node as a fragmented MP4
+(`{id}.part.mp4` under RECORDINGS_PATH, flushed every 2 s: a crash loses at most that). When the
+session ends, `recording_end` marks it finalizing and a Celery task (`live.tasks.recording_finalize`)
+remuxes it into a regular MP4 with its index first (`faststart`: it plays at once and seeks),
+takes a JPEG thumbnail from a keyframe near 10 % of its length, and fills in duration, size,
+codecs and size of the picture. The remux and the thumbnail are FFmpeg's through PyAV, never on
+the event loop (the task runs in a Celery worker, or eagerly in the embedded default's thread).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from .models import Recording, RecordingStatus, Room
+from .selectors import session_get_open
+
+log = logging.getLogger(__name__)
+
+THUMBNAIL_AT = 0.10  # of the duration
+
+
+def recordings_root() -> Path:
+    root = Path(settings.RECORDINGS_PATH).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def recording_begin(*, public_id: str) -> Recording | None:
+    """The room went live: its Recording row if the room records (None otherwise)."""
+    room = Room.objects.filter(public_id=public_id).first()
+    if room is None or not room.recording:
+        return None
+    return Recording.objects.create(room=room, session=session_get_open(room=room))
+
+
+def recording_end(*, recording_id: str, reason: str) -> None:
+    """The media node closed the file: queue its finalizing (once; idempotent)."""
+    from .tasks import recording_finalize
+
+    with transaction.atomic():
+        updated = Recording.objects.filter(public_id=recording_id, status=RecordingStatus.RECORDING).update(
+            status=RecordingStatus.FINALIZING, ended_at=timezone.now(), end_reason=reason)
+    if updated:
+        transaction.on_commit(lambda: recording_finalize.delay(recording_id))
+
+
+@dataclass(frozen=True)
+class Finished:
+    duration: float
+    size: int
+    video_codec: str
+    audio_codec: str
+    width: int | None
+    height: int | None
+
+
+def recording_finalize(*, recording_id: str) -> Recording:
+    """Remux the part file into `{id}.mp4` (faststart) with `{id}.jpg`; raises on failure (the task retries)."""
+    recording = Recording.objects.get(public_id=recording_id)
+    if recording.status == RecordingStatus.READY:
+        return recording
+    root = recordings_root()
+    part, final, thumb = root / recording.part_name, root / f"{recording_id}.mp4", root / f"{recording_id}.jpg"
+    Recording.objects.filter(pk=recording.pk).update(attempts=recording.attempts + 1)
+    if not part.exists() and not final.exists():
+        raise FileNotFoundError(f"recording {recording_id}: no media was written ({part.name} is missing)")
+    if part.exists():
+        finished = remux_faststart(part, final)
+        part.unlink()
+    else:  # a retry after the remux succeeded
+        finished = probe(final)
+    thumbnail_write(final, thumb, finished.duration * THUMBNAIL_AT)
+    Recording.objects.filter(pk=recording.pk).update(
+        status=RecordingStatus.READY, file=final.name, thumbnail=thumb.name, duration=finished.duration,
+        size=finished.size, video_codec=finished.video_codec, audio_codec=finished.audio_codec,
+        width=finished.width, height=finished.height, error="")
+    log.info("recording %s ready: %.1f s, %d bytes", recording_id, finished.duration, finished.size)
+    return Recording.objects.get(pk=recording.pk)
+
+
+def recordings_recover() -> int:
+    """Recordings still "recording" whose live session has ended: the media node that wrote them
+    died (a crash, a kill) before closing them. Their fragmented MP4 holds all but the last
+    seconds: finalize them. Run at start-up and by Celery beat."""
+    from django.db.models import Q
+
+    orphaned = Recording.objects.filter(status=RecordingStatus.RECORDING).filter(
+        Q(session__isnull=True) | Q(session__ended_at__isnull=False))
+    count = 0
+    for public_id in orphaned.values_list("public_id", flat=True):
+        log.warning("recording %s was left open (its media node died): finalizing what it wrote", public_id)
+        recording_end(recording_id=public_id, reason="error")
+        count += 1
+    return count
+
+
+def recording_failed(*, recording_id: str, error: str) -> None:
+    Recording.objects.filter(public_id=recording_id).update(status=RecordingStatus.FAILED, error=error[:2000])
+
+
+def recording_delete(*, recording: Recording) -> None:
+    """The row and its files."""
+    root = recordings_root()
+    for name in (recording.file, recording.thumbnail, recording.part_name):
+        if name:
+            (root / name).unlink(missing_ok=True)
+    recording.delete()
+
+
+# -- file work (PyAV) -------------------------------------------------------------------------
+
+
+def remux_faststart(source: Path, target: Path) -> Finished:
+    """Copy every packet of the fragmented MP4 into a regular one whose moov comes first."""
+    temporary = target.with_suffix(".tmp.mp4")
+    with av.open(str(source)) as inp, av.open(str(temporary), "w", format="mp4",
+                                                  options={"movflags": "+faststart"}) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams if s.type in ("video", "audio")}
+        for packet in inp.demux(*[s for s in inp.streams if s.index in streams]):
+            if packet.dts is None:
+                continue  # the demuxer's flush packets
+            packet.stream = streams[packet.stream_index]
+            out.mux(packet)
+    os.replace(temporary, target)
+    return probe(target)
+
+
+def probe(path: Path) -> Finished:
+    with av.open(str(path)) as container:
+        video = container.streams.video[0] if container.streams.video else None
+        audio = container.streams.audio[0] if container.streams.audio else None
+        duration = (container.duration or 0) / av.time_base
+        return Finished(duration=duration, size=path.stat().st_size,
+                        video_codec=video.codec_context.name if video else "",
+                        audio_codec=audio.codec_context.name if audio else "",
+                        width=video.codec_context.width if video else None,
+                        height=video.codec_context.height if video else None)
+
+
+def thumbnail_write(path: Path, target: Path, at: float) -> None:
+    """A JPEG of the first picture decoded from the keyframe at or before `at` seconds."""
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            return
+        stream = container.streams.video[0]
+        container.seek(int(at / stream.time_base), stream=stream, backward=True, any_frame=False)
+        frame = next(container.decode(stream))
+        encoder = av.CodecContext.create("mjpeg", "w")
+        encoder.width, encoder.height, encoder.pix_fmt = frame.width, frame.height, "yuvj420p"
+        encoder.time_base = stream.time_base
+        encoder.open()
+        packets = encoder.encode(frame.reformat(format="yuvj420p")) + encoder.encode(None)
+    target.write_bytes(b"".join(bytes(p) for p in packets))

@@ -1,0 +1,122 @@
+"""A recording room's live session becomes a playable MP4: ffmpeg pushes 20 s over RTMP (or aiortc
+publishes over WHIP); the media node writes fragmented MP4 while live; on the session's end the
+control plane's task (a real Celery worker when the suite runs on Redis, eagerly on the embedded
+default) makes a faststart MP4 and a thumbnail, and the API lists it with a link that seeks."""
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import urllib.request
+
+import pytest
+
+from tests.sfu.clients import PatternVideo, ToneAudio, http_async, whip_publish
+from tests.support.api import api
+from tests.support.media import ffmpeg_publish, wait_until
+from tests.support.procs import require_tool
+
+from .test_rtmp_ingest import room_status, rtmp_publish_url
+
+
+def recordings(service, room, token) -> list[dict]:
+    status, body = api(service, f"/api/v1/live/{room['room']['room_id']}/recordings", token=token)
+    assert status == 200, body
+    return body["data"]
+
+
+def record_on(service, room, token) -> None:
+    status, body = api(service, f"/api/v1/live/{room['room']['room_id']}", {"recording": True}, token, method="PATCH")
+    assert status == 200 and body["data"]["recording"] is True, body
+
+
+def ready(service, room, token, timeout: float = 60) -> dict:
+    assert wait_until(lambda: [r for r in recordings(service, room, token) if r["status"] in ("ready", "failed")],
+                      timeout, interval=0.5), (recordings(service, room, token), service.log()[-4000:],
+                                               service.worker_log()[-2000:])
+    [recording] = recordings(service, room, token)
+    assert recording["status"] == "ready", (recording, service.log()[-3000:], service.worker_log()[-2000:])
+    return recording
+
+
+def probe(url: str) -> dict:
+    out = subprocess.run([require_tool("ffprobe"), "-v", "error", "-count_frames", "-show_format", "-show_streams",
+                          "-of", "json", url], capture_output=True, text=True, check=True, timeout=60)
+    return json.loads(out.stdout)
+
+
+def fetch(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=30) as response:
+        return response.status, dict(response.headers), response.read()
+
+
+def check_playable(recording: dict, seconds: float, size: tuple[int, int]) -> dict:
+    url = recording["url"]
+    decoded = subprocess.run([require_tool("ffmpeg"), "-v", "error", "-i", url, "-f", "null", "-"],
+                             capture_output=True, text=True, timeout=60)
+    assert (decoded.returncode, decoded.stderr) == (0, ""), decoded.stderr[-2000:]
+    found = probe(url)
+    streams = {s["codec_type"]: s for s in found["streams"]}
+    assert (streams["video"]["codec_name"], streams["video"]["width"], streams["video"]["height"]) == ("h264", *size)
+    assert streams["audio"]["codec_name"] == "aac"
+    duration = float(found["format"]["duration"])
+    assert abs(duration - seconds) <= 1.0, duration
+    assert int(streams["video"]["nb_read_frames"]) >= (seconds - 1) * 30
+    status, _, body = fetch(url)
+    assert body.index(b"moov") < body.index(b"mdat"), "faststart: the index comes first"
+    status, headers, part = fetch(url, {"Range": "bytes=1000-1999"})
+    assert status == 206 and part == body[1000:2000] and headers["Content-Range"] == f"bytes 1000-1999/{len(body)}"
+    thumb = {s["codec_type"]: s for s in probe(recording["thumbnail_url"])["streams"]}["video"]
+    assert (thumb["codec_name"], thumb["width"], thumb["height"]) == ("mjpeg", *size)
+    assert (recording["video_codec"], recording["audio_codec"]) == ("h264", "aac")
+    return found
+
+
+def test_an_rtmp_session_of_a_recording_room_becomes_a_faststart_mp4(service, room, streamer_token):
+    record_on(service, room, streamer_token)
+    publisher = ffmpeg_publish(rtmp_publish_url(service, room), seconds=20)
+    try:
+        assert wait_until(lambda: room_status(service, room) == "live", 15)
+        assert publisher.wait(40) == 0, publisher.stderr.read()
+    finally:
+        if publisher.poll() is None:
+            publisher.kill()
+    recording = ready(service, room, streamer_token)
+    assert recording["end_reason"] == "publisher_left"
+    check_playable(recording, 20, (640, 360))
+    assert abs(recording["duration"] - 20) <= 1.0
+
+
+def test_a_publisher_killed_mid_stream_still_leaves_a_playable_recording(service, room, streamer_token):
+    record_on(service, room, streamer_token)
+    publisher = ffmpeg_publish(rtmp_publish_url(service, room))
+    try:
+        assert wait_until(lambda: room_status(service, room) == "live", 15)
+        assert wait_until(lambda: False, 8) is False  # 8 s of media
+    finally:
+        publisher.kill()  # SIGKILL: no unpublish, the socket just dies
+        publisher.wait(10)
+    recording = ready(service, room, streamer_token)
+    check_playable(recording, recording["duration"], (640, 360))
+    assert recording["duration"] >= 6
+
+
+async def test_a_whip_session_of_a_recording_room_records_too(service, room, streamer_token):
+    """A browser-style publisher (VP8 + Opus): recorded from its H.264/AAC rendition."""
+    await asyncio.to_thread(record_on, service, room, streamer_token)
+    pc, resource = await whip_publish(service.url(""), room["room"]["room_id"], room["stream_key"],
+                                      [PatternVideo(640, 360, 30), ToneAudio()], video_codec="VP8")
+    try:
+        assert await asyncio.to_thread(wait_until, lambda: room_status(service, room) == "live", 10)
+        await asyncio.sleep(8)
+    finally:
+        await http_async("DELETE", resource)
+        await pc.close()
+    recording = await asyncio.to_thread(ready, service, room, streamer_token)
+    await asyncio.to_thread(check_playable, recording, recording["duration"], (640, 360))
+    assert recording["duration"] >= 6
+
+
+@pytest.fixture(autouse=True)
+def _no_recordings_left(service):
+    yield
