@@ -1,5 +1,6 @@
 """Recording files over HTTP: signed URLs (what a <video> element can use, like an S3 presigned
-URL) and the file view, which answers Range requests (206 with Content-Range) so players seek."""
+URL) and the file view, which answers Range requests (206 with Content-Range) so players seek.
+A recording in the S3 bucket gets the bucket's presigned URL instead: S3 answers Range itself."""
 from __future__ import annotations
 
 import re
@@ -12,7 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_safe
 
 from .models import Recording, RecordingStatus
-from .recordings import recordings_root
+from .recordings import in_bucket, recordings_root, recordings_storage
 
 _SALT = "live.recording-file"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -22,6 +23,9 @@ KINDS = {"mp4": ("file", "video/mp4"), "jpg": ("thumbnail", "image/jpeg")}
 
 def recording_file_url(recording: Recording, kind: str) -> str:
     """A URL of the recording's MP4 or thumbnail, valid RECORDING_URL_TTL seconds."""
+    name = getattr(recording, KINDS[kind][0])
+    if in_bucket(name):
+        return recordings_storage(name).url(name)  # presigned (signing only: no request to S3)
     token = signing.dumps([recording.public_id, kind], salt=_SALT)
     return reverse("recording-file", kwargs={"public_id": recording.public_id, "kind": kind}) + f"?token={token}"
 

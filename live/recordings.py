@@ -7,9 +7,16 @@ remuxes it into a regular MP4 with its index first (`faststart`: it plays at onc
 takes a JPEG thumbnail from a keyframe near 10 % of its length, and fills in duration, size,
 codecs and size of the picture. The remux and the thumbnail are FFmpeg's through PyAV, never on
 the event loop (the task runs in a Celery worker, or eagerly in the embedded default's thread).
+
+Where the finished files live: RECORDINGS_PATH by default (`Recording.file` is `{id}.mp4`, relative
+to it); with RECORDINGS_S3_* set, the task uploads both to the bucket as `recordings/{id}.mp4` and
+`recordings/{id}.jpg` (django-storages' S3Storage) and removes the local copies. A name under
+`recordings/` is an object in the bucket, any other a local file, so rows written before S3 was
+turned on still play. Ids are random: no stream key is in any file or object name.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -17,6 +24,8 @@ from pathlib import Path
 
 import av
 from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import FileSystemStorage, Storage
 from django.db import transaction
 from django.utils import timezone
 
@@ -26,12 +35,44 @@ from .selectors import session_get_open
 log = logging.getLogger(__name__)
 
 THUMBNAIL_AT = 0.10  # of the duration
+S3_PREFIX = "recordings/"  # the object names of the bucket; local names have no directory
 
 
 def recordings_root() -> Path:
     root = Path(settings.RECORDINGS_PATH).resolve()
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def recordings_s3_enabled() -> bool:
+    return bool(settings.RECORDINGS_S3_BUCKET and settings.RECORDINGS_S3_ENDPOINT_URL)
+
+
+def in_bucket(name: str) -> bool:
+    """The file `name` is an object of the S3 bucket (S3 being configured), not under RECORDINGS_PATH."""
+    return name.startswith(S3_PREFIX) and recordings_s3_enabled()
+
+
+def recordings_storage(name: str | None = None) -> Storage:
+    """The storage of the file `name` (an object under `recordings/` is in the bucket), or without a
+    name, where finished recordings go: the S3 bucket when RECORDINGS_S3_* are set, else RECORDINGS_PATH."""
+    if recordings_s3_enabled() if name is None else in_bucket(name):
+        return _s3_storage(settings.RECORDINGS_S3_ENDPOINT_URL, settings.RECORDINGS_S3_BUCKET,
+                           settings.RECORDINGS_S3_ACCESS_KEY, settings.RECORDINGS_S3_SECRET_KEY,
+                           settings.RECORDINGS_S3_REGION, settings.RECORDING_URL_TTL)
+    return FileSystemStorage(location=recordings_root())
+
+
+@functools.lru_cache(maxsize=4)
+def _s3_storage(endpoint_url: str, bucket: str, access_key: str, secret_key: str, region: str,
+                ttl: int) -> Storage:
+    """One per configuration: its boto3 clients (one per thread) are made once, not per URL."""
+    from storages.backends.s3 import S3Storage
+
+    return S3Storage(bucket_name=bucket, endpoint_url=endpoint_url, access_key=access_key or None,
+                     secret_key=secret_key or None, region_name=region or None, addressing_style="path",
+                     signature_version="s3v4", querystring_auth=True, querystring_expire=ttl,
+                     file_overwrite=True)
 
 
 def recording_begin(*, public_id: str) -> Recording | None:
@@ -79,11 +120,20 @@ def recording_finalize(*, recording_id: str) -> Recording:
     else:  # a retry after the remux succeeded
         finished = probe(final)
     thumbnail_write(final, thumb, finished.duration * THUMBNAIL_AT)
+    file_name, thumb_name = final.name, thumb.name if thumb.exists() else ""  # no picture: no thumbnail
+    s3 = recordings_s3_enabled()
+    if s3:  # the upload is this task's too: a Celery worker, never the event loop
+        storage = recordings_storage()
+        file_name = _upload(storage, final, S3_PREFIX + file_name)
+        thumb_name = thumb_name and _upload(storage, thumb, S3_PREFIX + thumb_name)
     Recording.objects.filter(pk=recording.pk).update(
-        status=RecordingStatus.READY, file=final.name, thumbnail=thumb.name, duration=finished.duration,
+        status=RecordingStatus.READY, file=file_name, thumbnail=thumb_name, duration=finished.duration,
         size=finished.size, video_codec=finished.video_codec, audio_codec=finished.audio_codec,
         width=finished.width, height=finished.height, error="")
-    log.info("recording %s ready: %.1f s, %d bytes", recording_id, finished.duration, finished.size)
+    if s3:  # uploaded and recorded in the row: the local copies can go
+        final.unlink(missing_ok=True)
+        thumb.unlink(missing_ok=True)
+    log.info("recording %s ready: %.1f s, %d bytes, %s", recording_id, finished.duration, finished.size, file_name)
     return Recording.objects.get(pk=recording.pk)
 
 
@@ -108,12 +158,16 @@ def recording_failed(*, recording_id: str, error: str) -> None:
 
 
 def recording_delete(*, recording: Recording) -> None:
-    """The row and its files."""
-    root = recordings_root()
+    """The row and its files (local or in the bucket; a storage error keeps the row, to retry)."""
     for name in (recording.file, recording.thumbnail, recording.part_name):
         if name:
-            (root / name).unlink(missing_ok=True)
+            recordings_storage(name).delete(name)
     recording.delete()
+
+
+def _upload(storage: Storage, path: Path, name: str) -> str:
+    with path.open("rb") as f:
+        return storage.save(name, File(f, name=path.name))
 
 
 # -- file work (PyAV) -------------------------------------------------------------------------

@@ -36,3 +36,15 @@ def client_for():
 @pytest.fixture
 def room_and_key(user):
     return services.room_create(owner=user, title="Alice live", push_protocol="rtmp")
+
+
+@pytest.fixture(autouse=True)
+def _tasks_run_here():
+    """Celery tasks queued by the code under test run in this process, whatever the broker (a
+    worker consuming the suite's Redis is tested end to end in tests/e2e)."""
+    from microvibe.celery import app
+
+    before = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = before

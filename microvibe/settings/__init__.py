@@ -212,6 +212,13 @@ MEDIA_PLANE_ENABLED = env_bool("MEDIA_PLANE_ENABLED", True)
 RECORDINGS_PATH = env_str("RECORDINGS_PATH", str(VAR_DIR / "recordings"))
 RECORDING_DEFAULT = env_bool("RECORDING_DEFAULT", False)  # a new room records unless it says otherwise
 RECORDING_URL_TTL = env_int("RECORDING_URL_TTL", 3600)  # s a recording's signed file URL stays valid
+# Finished recordings in S3-compatible object storage (MinIO, SeaweedFS, AWS S3) when a bucket and
+# an endpoint are set; the URLs handed out are then presigned ones. Unset: they stay in RECORDINGS_PATH.
+RECORDINGS_S3_ENDPOINT_URL = env_str("RECORDINGS_S3_ENDPOINT_URL", "")
+RECORDINGS_S3_BUCKET = env_str("RECORDINGS_S3_BUCKET", "")
+RECORDINGS_S3_ACCESS_KEY = env_str("RECORDINGS_S3_ACCESS_KEY", "")
+RECORDINGS_S3_SECRET_KEY = env_str("RECORDINGS_S3_SECRET_KEY", "")
+RECORDINGS_S3_REGION = env_str("RECORDINGS_S3_REGION", "us-east-1")
 
 CHAT_MAX_LENGTH = env_int("CHAT_MAX_LENGTH", 500)
 CHAT_RATE_COUNT = env_int("CHAT_RATE_COUNT", 5)  # messages ...

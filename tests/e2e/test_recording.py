@@ -9,8 +9,6 @@ import json
 import subprocess
 import urllib.request
 
-import pytest
-
 from tests.sfu.clients import PatternVideo, ToneAudio, http_async, whip_publish
 from tests.support.api import api
 from tests.support.media import ffmpeg_publish, wait_until
@@ -117,6 +115,28 @@ async def test_a_whip_session_of_a_recording_room_records_too(service, room, str
     assert recording["duration"] >= 6
 
 
-@pytest.fixture(autouse=True)
-def _no_recordings_left(service):
-    yield
+def test_a_server_killed_mid_recording_leaves_a_recording_recovered_at_restart():
+    """SIGKILL of the whole server 15 s into a recording, then a restart: the media plane closes
+    the session the dead process left open, and the fragmented MP4 it wrote (all but its last
+    2 s at most) is finalized into a recording that plays."""
+    from tests.support.api import create_room, register
+    from tests.support.procs import Service
+
+    with Service() as service:
+        token = register(service, "killed-server-owner")
+        room = create_room(service, token, "killed mid-recording")
+        record_on(service, room, token)
+        publisher = ffmpeg_publish(rtmp_publish_url(service, room))
+        try:
+            assert wait_until(lambda: room_status(service, room) == "live", 15)
+            assert wait_until(lambda: False, 15) is False  # 15 s of media
+            service.proc.kill()  # SIGKILL: nothing is closed, flushed or reported
+            service.proc.wait(10)
+        finally:
+            publisher.kill()
+            publisher.wait(10)
+        service.start()  # the same database and RECORDINGS_PATH
+        recording = ready(service, room, token)
+        assert recording["end_reason"] == "error"
+        check_playable(recording, recording["duration"], (640, 360))
+        assert recording["duration"] >= 13, recording
