@@ -55,7 +55,8 @@ class Bridge:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while (batch := await self._next_batch()) is not None:
+            while (batch := await self.reader.batch(_BATCH)) is not None:
+                batch = [unit for unit in batch if unit.kind == self.kind]
                 if batch:
                     for out in await loop.run_in_executor(self._executor, self._convert, batch):
                         self.units_out += 1
@@ -67,19 +68,6 @@ class Bridge:
         finally:
             self.reader.close()
             self._executor.shutdown(wait=False)
-
-    async def _next_batch(self) -> list[AccessUnit] | None:
-        unit = await self.reader.get()
-        if unit is None:
-            return None
-        batch = [unit] if unit.kind == self.kind else []
-        while self.reader.queued and len(batch) < _BATCH:
-            unit = await self.reader.get()
-            if unit is None:
-                break
-            if unit.kind == self.kind:
-                batch.append(unit)
-        return batch
 
     def _convert(self, batch: list[AccessUnit]) -> list[AccessUnit]:
         """In the bridge's thread."""

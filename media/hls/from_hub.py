@@ -63,7 +63,7 @@ class HlsWriter:
         try:
             if not self.resume:  # in the stream's own thread, before its first segment
                 await loop.run_in_executor(self._executor, remove_files, self.config.root, self.stream.public_id)
-            while (batch := await self._next_batch()) is not None:
+            while (batch := await self.reader.batch(_BATCH)) is not None:
                 if await loop.run_in_executor(self._executor, self._write_batch, batch):
                     self.ready.set()
         except HlsUnsupported as exc:
@@ -72,18 +72,6 @@ class HlsWriter:
         finally:
             await loop.run_in_executor(self._executor, self.segmenter.close)
             self._executor.shutdown(wait=False)
-
-    async def _next_batch(self) -> list[AccessUnit] | None:
-        first = await self.reader.get()
-        if first is None:
-            return None
-        batch = [first]
-        while self.reader.queued and len(batch) < _BATCH:
-            unit = await self.reader.get()
-            if unit is None:
-                break
-            batch.append(unit)
-        return batch
 
     def _write_batch(self, batch: list[AccessUnit]) -> bool:
         """In the stream's thread; True once the playlist exists."""

@@ -101,6 +101,18 @@ class StreamReader:
             self._wakeup.clear()
             await self._wakeup.wait()
 
+    async def batch(self, limit: int) -> list[AccessUnit] | None:
+        """The next unit and whatever else is already queued, up to `limit` (one thread hop for a
+        reader that converts or writes in its own thread); None once the stream has ended."""
+        first = await self.get()
+        if first is None:
+            return None
+        batch = [first]
+        while self._queue and len(batch) < limit:
+            self.delivered += 1
+            batch.append(self._queue.popleft())
+        return batch
+
     def __aiter__(self) -> AsyncIterator[AccessUnit]:
         return self._iter()
 

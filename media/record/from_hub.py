@@ -97,7 +97,7 @@ class Recorder:
     async def _write_all(self, loop: asyncio.AbstractEventLoop) -> str | None:
         """Hand the reader's units to the worker thread until it ends; a reason when the file did."""
         try:
-            while (batch := await self._next_batch()) is not None:
+            while (batch := await self.reader.batch(_BATCH)) is not None:
                 if not await loop.run_in_executor(self._executor, self._write_batch, batch):
                     return self.writer.ended
         except RecordUnsupported as exc:
@@ -107,18 +107,6 @@ class Recorder:
             log.exception("record %s: recording failed", self.stream.public_id)
             return ERROR
         return None
-
-    async def _next_batch(self) -> list[AccessUnit] | None:
-        first = await self.reader.get()
-        if first is None:
-            return None
-        batch = [first]
-        while self.reader.queued and len(batch) < _BATCH:
-            unit = await self.reader.get()
-            if unit is None:
-                break
-            batch.append(unit)
-        return batch
 
     def _write_batch(self, batch: list[AccessUnit]) -> bool:
         """In the recording's thread; False once the file has ended on its own."""
