@@ -9,7 +9,10 @@ One clock for all tracks of a publisher (`PublisherClock`): each track's RTP tim
 sender's NTP time through its latest RTCP sender report, so audio and video keep the lip sync the
 sender gave them. Until a track's first report it is anchored on its first frame's arrival; the
 first report of the publisher measures the sender's clock against ours and shifts the origin
-so the timeline never jumps. Hub time 0 is the publisher's first frame.
+so the timeline never jumps. Another track's first report may disagree with its arrival anchor by
+the difference of the tracks' network delays: that step is slewed away over the next frames (each
+frame's spacing kept within `SLEW` of its RTP spacing) rather than taken at once, since a step back
+would give two frames one timestamp. Hub time 0 is the publisher's first frame.
 
 A lost frame (the jitter buffer gave up on it) makes the track drop everything up to the next
 keyframe and ask the publisher for one: readers see a gap in time, never a broken picture.
@@ -30,6 +33,7 @@ from media.hub.unit import AUDIO, TIME_BASE, VIDEO, AccessUnit
 log = logging.getLogger(__name__)
 
 NTP_TO_UNIX = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
+SLEW = 0.1  # at most this share of a frame's RTP spacing goes into absorbing a clock step
 
 
 class PublisherClock:
@@ -56,6 +60,7 @@ class TrackClock:
         self.report: tuple[float, int] | None = None  # (sender seconds, unwrapped RTP) of the last SR
         self.anchor: tuple[float, int] | None = None  # (our seconds, unwrapped RTP) of the first frame
         self.last_rtp: int | None = None
+        self.slew = 0.0  # s still to absorb: the arrival mapping minus the report's, at the switch
 
     def _unwrap(self, rtp32: int) -> int:
         last = self.last_rtp
@@ -78,6 +83,8 @@ class TrackClock:
             owner.offset = sender - ours
             if owner.origin is not None:
                 owner.origin += owner.offset
+        elif self.report is None and self.anchor is not None:
+            self.slew = self._ours(rtp) + owner.offset - sender
         self.report = (sender, rtp)
 
     def _ours(self, rtp: int) -> float:
@@ -86,10 +93,13 @@ class TrackClock:
 
     def dts(self, rtp: int) -> int:
         """Hub ticks of a frame with this (unwrapped) RTP timestamp."""
-        self.last_rtp = rtp
+        last, self.last_rtp = self.last_rtp, rtp
         if self.report is not None:
             sender, rtp0 = self.report
-            return self.owner.ticks(sender + (rtp - rtp0) / self.rate)
+            if self.slew and last is not None and rtp > last:
+                step = min(abs(self.slew), SLEW * (rtp - last) / self.rate)
+                self.slew -= step if self.slew > 0 else -step
+            return self.owner.ticks(sender + (rtp - rtp0) / self.rate + self.slew)
         if self.anchor is None:
             self.anchor = (self.owner.wall(), rtp)
         return self.owner.ticks(self._ours(rtp) + (self.owner.offset or 0.0))
