@@ -36,7 +36,7 @@ class RoomAdmin(admin.ModelAdmin):
     autocomplete_fields = ("owner",)
     filter_horizontal = ("call_invitees",)
     inlines = (LiveSessionInline,)
-    actions = ("rotate_key", "end_live")
+    actions = ("rotate_key", "end_live", "recording_start", "recording_stop")
     list_select_related = ("owner",)
 
     @admin.display(boolean=True, description="live")
@@ -64,6 +64,25 @@ class RoomAdmin(admin.ModelAdmin):
     def end_live(self, request: HttpRequest, queryset: QuerySet[Room]) -> None:
         ended = sum(1 for room in queryset if services.room_end_live(room=room))
         self.message_user(request, f"Ended {ended} live stream(s).", messages.SUCCESS)
+
+
+    @admin.action(description="Start recording now (live rooms)")
+    def recording_start(self, request: HttpRequest, queryset: QuerySet[Room]) -> None:
+        self._recording_request(request, queryset, recordings.recording_start_request, "started")
+
+    @admin.action(description="Stop recording now")
+    def recording_stop(self, request: HttpRequest, queryset: QuerySet[Room]) -> None:
+        self._recording_request(request, queryset, recordings.recording_stop_request, "stopped")
+
+    def _recording_request(self, request: HttpRequest, queryset: QuerySet[Room], action, done: str) -> None:
+        for room in queryset:
+            try:
+                action(room=room)
+            except recordings.RecordingConflict as exc:
+                self.message_user(request, f"{room.public_id}: {exc}", messages.WARNING)
+            else:
+                self.message_user(request, f"{room.public_id}: recording {done} (asked of its media node)",
+                                  messages.SUCCESS)
 
 
 @admin.register(LiveSession)

@@ -4,8 +4,8 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, PermissionDenied
-from rest_framework.permissions import AllowAny
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied
+from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -196,6 +196,31 @@ class RoomRecordingsApi(APIView):
         room = _recordings_room(request, public_id)
         recordings = selectors.recording_list(room=room)
         return ok(RecordingOutput(recordings, many=True, context={"request": request}).data)
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+class RoomRecordingControlApi(APIView):
+    """Staff: `start` records the live room now (a new recording, whatever its `recording` says),
+    `stop` ends its running recording, which is then finalized as any other."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(request=None, responses={202: _envelope("RecordingControl", serializers.DictField())})
+    def post(self, request: Request, public_id: str, action: str) -> Response:
+        room = selectors.room_get_by_public_id(public_id=public_id)
+        if room is None:
+            raise NotFound("room not found")
+        request_action = recordings.recording_start_request if action == "start" else recordings.recording_stop_request
+        try:
+            request_action(room=room)
+        except recordings.RecordingConflict as exc:
+            raise Conflict(str(exc)) from exc
+        return ok({"room_id": public_id, "recording": "starting" if action == "start" else "stopping"},
+                  http_status=status.HTTP_202_ACCEPTED)
 
 
 class RecordingApi(APIView):

@@ -110,18 +110,18 @@ async def stream_described(*, public_id: str, media: dict) -> None:
     await cache.aset(selectors.stream_media_key(public_id), media, STREAM_MEDIA_TTL)
 
 
-def _recording_begin(public_id: str):
+def _recording_begin(public_id: str, staff: bool):
     from media.record.from_hub import RecordingPlan
 
     from . import recordings
 
-    recording = recordings.recording_begin(public_id=public_id)
+    recording = recordings.recording_begin(public_id=public_id, staff=staff)
     return None if recording is None else RecordingPlan(recording.public_id)
 
 
-async def recording_wanted(public_id: str):
-    """A stream went live: record it? (the room's `recording`), with the Recording row made."""
-    return await sync_to_async(_recording_begin)(public_id)
+async def recording_wanted(public_id: str, *, staff: bool = False):
+    """A stream went live: record it? (the room's `recording`, or a staff start), with the Recording row made."""
+    return await sync_to_async(_recording_begin)(public_id, staff)
 
 
 async def recording_done(plan, info: object, reason: str) -> None:

@@ -1,10 +1,12 @@
 """Staff actions that reach the media plane: the one documented interface going that way.
 
-The control plane (admin, API, Celery) asks for a publisher to be dropped by sending
-`{"type": "media.drop", "public_id", "reason"}` to the channel-layer group `media.control`.
+The control plane (admin, API, Celery) sends to the channel-layer group `media.control`:
+- `{"type": "media.drop", "public_id", "reason"}`: drop the room's publisher;
+- `{"type": "media.record", "public_id", "action": "start" | "stop"}`: start or stop recording
+  the room's live stream now, whatever the room's `recording` setting says for its sessions.
 Every media node listens on that group (`media_control_listen`) and the node that holds the
-room's stream closes the publisher and reports the end through `live.media_api`. With the
-in-memory layer this stays in the process; with Redis it reaches every media node.
+room's stream acts and reports through `live.media_api` (the session's end, the recording's
+row). With the in-memory layer this stays in the process; with Redis it reaches every media node.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ log = logging.getLogger(__name__)
 
 MEDIA_CONTROL_GROUP = "media.control"
 DROP = "media.drop"
+RECORD = "media.record"
+RECORD_ACTIONS = ("start", "stop")
 # Channel layers forget group members after a day; re-join well before that.
 _REJOIN_EVERY = 3600.0
 
@@ -28,6 +32,10 @@ class MediaControl(Protocol):
 
     async def drop_publisher(self, public_id: str, reason: str) -> bool: ...
 
+    async def recording_start(self, public_id: str) -> bool: ...
+
+    async def recording_stop(self, public_id: str) -> bool: ...
+
 
 async def drop_publisher_request_async(*, public_id: str, reason: str) -> None:
     layer = get_channel_layer()
@@ -36,6 +44,13 @@ async def drop_publisher_request_async(*, public_id: str, reason: str) -> None:
 
 def drop_publisher_request(*, public_id: str, reason: str) -> None:
     async_to_sync(drop_publisher_request_async)(public_id=public_id, reason=reason)
+
+
+def recording_request(*, public_id: str, action: str) -> None:
+    if action not in RECORD_ACTIONS:
+        raise ValueError(f"recording action {action!r}")
+    async_to_sync(get_channel_layer().group_send)(MEDIA_CONTROL_GROUP,
+                                                  {"type": RECORD, "public_id": public_id, "action": action})
 
 
 async def media_control_listen(control: MediaControl) -> None:
@@ -67,13 +82,24 @@ async def _listen(control: MediaControl, channel: str) -> None:
             if loop.time() - joined_at > _REJOIN_EVERY:
                 await layer.group_add(MEDIA_CONTROL_GROUP, channel)
                 joined_at = loop.time()
-            if message is None or message.get("type") != DROP:
-                continue
-            log.info("media control: drop %s requested (%s)", message.get("public_id"), message.get("reason"))
-            try:
-                await control.drop_publisher(str(message["public_id"]), str(message["reason"]))
-            except Exception:
-                log.exception("media control: dropping %s failed", message.get("public_id"))
+            if message is not None:
+                await _carry(control, message)
     except asyncio.CancelledError:
         await layer.group_discard(MEDIA_CONTROL_GROUP, channel)
         raise
+
+
+async def _carry(control: MediaControl, message: dict) -> None:
+    kind, public_id = message.get("type"), str(message.get("public_id"))
+    try:
+        if kind == DROP:
+            log.info("media control: drop %s requested (%s)", public_id, message.get("reason"))
+            await control.drop_publisher(public_id, str(message["reason"]))
+        elif kind == RECORD and message.get("action") == "start":
+            if await control.recording_start(public_id):
+                log.info("media control: recording of %s started by staff", public_id)
+        elif kind == RECORD and message.get("action") == "stop":
+            if await control.recording_stop(public_id):
+                log.info("media control: recording of %s stopped by staff", public_id)
+    except Exception:
+        log.exception("media control: %s of %s failed", kind, public_id)

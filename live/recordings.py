@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import av
@@ -29,6 +30,7 @@ from django.core.files.storage import FileSystemStorage, Storage
 from django.db import transaction
 from django.utils import timezone
 
+from . import media_control
 from .models import Recording, RecordingStatus, Room
 from .selectors import session_get_open
 
@@ -75,12 +77,34 @@ def _s3_storage(endpoint_url: str, bucket: str, access_key: str, secret_key: str
                      file_overwrite=True)
 
 
-def recording_begin(*, public_id: str) -> Recording | None:
-    """The room went live: its Recording row if the room records (None otherwise)."""
+def recording_begin(*, public_id: str, staff: bool = False) -> Recording | None:
+    """The room went live (or staff started recording it): its new Recording row, or None when
+    the room does not record."""
     room = Room.objects.filter(public_id=public_id).first()
-    if room is None or not room.recording:
+    if room is None or not (room.recording or staff):
         return None
     return Recording.objects.create(room=room, session=session_get_open(room=room))
+
+
+class RecordingConflict(Exception):
+    """A staff start or stop that does not fit the room's state (not live, already recording...)."""
+
+
+def recording_start_request(*, room: Room) -> None:
+    """Staff: record the room's live stream now; its media node makes the row and the file."""
+    if session_get_open(room=room) is None:
+        raise RecordingConflict("the room is not live")
+    if Recording.objects.filter(room=room, status=RecordingStatus.RECORDING).exists():
+        raise RecordingConflict("the room is already recording")
+    media_control.recording_request(public_id=room.public_id, action="start")
+
+
+def recording_stop_request(*, room: Room) -> None:
+    """Staff: end the room's running recording now (it is finalized as any other); the room's
+    `recording` setting is left as it is, for its next sessions."""
+    if not Recording.objects.filter(room=room, status=RecordingStatus.RECORDING).exists():
+        raise RecordingConflict("the room is not recording")
+    media_control.recording_request(public_id=room.public_id, action="stop")
 
 
 def recording_end(*, recording_id: str, reason: str) -> None:
@@ -151,6 +175,27 @@ def recordings_recover() -> int:
         recording_end(recording_id=public_id, reason="error")
         count += 1
     return count
+
+
+def recordings_expire(*, days: int) -> int:
+    """Delete the recordings (files and rows) that started more than `days` ago; 0 keeps all.
+    One that is still being written or finalized is left for the next run."""
+    if days <= 0:
+        return 0
+    old = Recording.objects.filter(started_at__lt=timezone.now() - timedelta(days=days),
+                                   status__in=(RecordingStatus.READY, RecordingStatus.FAILED))
+    deleted = 0
+    for recording in old.iterator():
+        try:
+            recording_delete(recording=recording)
+        except Exception:
+            log.exception("recording %s: deleting it past retention failed (tried again next run)",
+                          recording.public_id)
+            continue
+        deleted += 1
+    if deleted:
+        log.info("recordings: %d deleted, older than %d day(s)", deleted, days)
+    return deleted
 
 
 def recording_failed(*, recording_id: str, error: str) -> None:

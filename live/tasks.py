@@ -8,7 +8,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from . import services
-from .models import EndReason, LiveSession, RoomStatus
+from .models import EndReason, LiveSession, Room, RoomStatus
 
 log = logging.getLogger(__name__)
 
@@ -48,3 +48,29 @@ def recordings_recover() -> int:
     from . import recordings
 
     return recordings.recordings_recover()
+
+
+@shared_task
+def storage_expire() -> dict[str, int]:
+    """Hourly: recordings past RECORDINGS_RETENTION_DAYS, and HLS files of streams no longer live
+    (a media node that died before its cleanup), when this host shares the node's HLS_PATH."""
+    import time
+    from pathlib import Path
+
+    from django.conf import settings
+
+    from media.config import MediaConfig
+    from media.hls.from_hub import leftovers, remove_files
+
+    from . import recordings
+
+    expired = recordings.recordings_expire(days=settings.RECORDINGS_RETENTION_DAYS)
+    config = MediaConfig.from_env()
+    root = Path(config.hls_path)
+    live = set(Room.objects.filter(status=RoomStatus.LIVE).values_list("public_id", flat=True))
+    stale = leftovers(root, live, older_than=max(config.hls_cleanup_after, 60.0) * 2, now=time.time())
+    for public_id in stale:
+        remove_files(root, public_id)
+    if stale:
+        log.info("hls: removed the leftovers of %d stream(s) no longer live: %s", len(stale), ", ".join(stale))
+    return {"recordings": expired, "hls": len(stale)}

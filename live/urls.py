@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from . import apis
 
@@ -13,5 +13,7 @@ urlpatterns = [
     path("live/<str:public_id>/rotate-key", apis.RoomRotateKeyApi.as_view(), name="live-rotate-key"),
     path("live/<str:public_id>/end", apis.RoomEndLiveApi.as_view(), name="live-end"),
     path("live/<str:public_id>/recordings", apis.RoomRecordingsApi.as_view(), name="live-recordings"),
+    re_path(r"^live/(?P<public_id>[^/]+)/recording/(?P<action>start|stop)$", apis.RoomRecordingControlApi.as_view(),
+            name="live-recording-control"),
     path("recordings/<str:recording_id>", apis.RecordingApi.as_view(), name="recording"),
 ]

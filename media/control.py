@@ -30,13 +30,14 @@ class ControlPlane:
     publish_refused: type[BaseException]
     # async (*, public_id) -> bool, or None to let any live stream be played
     play_authorize: Callable[..., Awaitable[bool]] | None = None
-    # registers the MediaControl implementation (staff drops); returns a task or None
+    # registers the MediaControl implementation (staff drops and recording); returns a task or None
     media_control_register: Callable[[Any], Any] | None = None
     # async (*, public_id, media) -> None; what a live stream carries, when it changes and every 10 s
     stream_described: Callable[..., Awaitable[None]] | None = None
-    # async (public_id) -> RecordingPlan | None when a stream goes live, and
+    # async (public_id, *, staff=False) -> RecordingPlan | None when a stream goes live (staff=True:
+    # a staff start, recorded whatever the room says), and
     # async (plan, info, reason) -> None when its file is closed; None: nothing is recorded
-    recording_wanted: Callable[[str], Awaitable[Any]] | None = None
+    recording_wanted: Callable[..., Awaitable[Any]] | None = None
     recording_done: Callable[[Any, Any, str], Awaitable[None]] | None = None
 
     @classmethod

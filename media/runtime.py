@@ -62,6 +62,34 @@ def stream_media(stream: Stream) -> dict:
     return {"publisher": stream.source_protocol, "tracks": tracks, "notes": notes, "transcodes": transcodes}
 
 
+@dataclass(frozen=True, slots=True)
+class NodeControl:
+    """The MediaControl implementation: staff drops and staff recording, for the streams held here."""
+
+    registry: StreamRegistry
+    recorder: RecorderService | None
+    control: ControlPlane
+
+    async def drop_publisher(self, public_id: str, reason: str) -> bool:
+        return await self.registry.drop_publisher(public_id, reason)
+
+    async def recording_start(self, public_id: str) -> bool:
+        """Record the live stream now (a new Recording row), unless it is not here or already recording."""
+        recorder, wanted = self.recorder, self.control.recording_wanted
+        if recorder is None or wanted is None or not recorder.can_start(public_id):
+            return False
+        plan = await wanted(public_id, staff=True)
+        if plan is None:
+            return False
+        if not recorder.start(public_id, plan):  # the stream ended, or started recording, meanwhile
+            await recorder.done(plan, None, "not_started")
+            return False
+        return True
+
+    async def recording_stop(self, public_id: str) -> bool:
+        return self.recorder is not None and self.recorder.stop(public_id)
+
+
 @dataclass(eq=False)
 class MediaPlane:
     config: MediaConfig
@@ -79,9 +107,9 @@ class MediaPlane:
     stopped: bool = False
 
     @property
-    def drop_publisher(self):
-        """The MediaControl implementation (``await plane.drop_publisher(public_id, reason)``)."""
-        return self.registry.drop_publisher
+    def node_control(self) -> NodeControl:
+        """What the control plane's staff actions reach on this node (``live.media_control``)."""
+        return NodeControl(self.registry, self.recorder, self.control)
 
     def own(self, task: asyncio.Task) -> None:
         """A task that lives as long as the plane (cancelled by stop())."""
@@ -184,7 +212,7 @@ async def start_media_plane(
     """Start the RTMP and media HTTP servers; bound ports are on the returned plane.
 
     ``config`` defaults to ``MediaConfig.from_env()``, ``control`` to ``live.media_api``.
-    The registry is registered as the ``MediaControl`` (staff drops) when the control plane
+    The plane's ``node_control`` is registered as the ``MediaControl`` (staff actions) when the control plane
     offers a register hook and ``register_control`` is true. Pass ``registry`` to share one with
     other sources in the process (the WebRTC SFU): one stream per room, whatever publishes it.
     """
@@ -203,7 +231,7 @@ async def start_media_plane(
         raise
     plane._tasks.append(asyncio.get_running_loop().create_task(plane._stats_loop(), name="media-stats"))
     if register_control and control.media_control_register is not None:
-        task = control.media_control_register(registry)
+        task = control.media_control_register(plane.node_control)
         if isinstance(task, asyncio.Task):
             plane._tasks.append(task)
     log.info("media plane: rtmp on %s:%d, http on %s:%d", config.bind, plane.rtmp_port, config.bind, plane.http_port)

@@ -173,13 +173,13 @@ async def test_staff_drop_closes_publisher_within_a_second(plane_and_control):
     await pub.publish("k1")
     player = await RtmpTestClient.connect(plane.rtmp_port)
     await player.play("room1")
-    assert await plane.drop_publisher("room1", "key_rotated") is True
+    assert await plane.node_control.drop_publisher("room1", "key_rotated") is True
     await asyncio.wait_for(pub.read_to_eof(), 1.0)
     await asyncio.wait_for(player.read_to_eof(), 1.0)
     assert "NetStream.Play.UnpublishNotify" in player.statuses()
     await asyncio.wait_for(control.ended_event.wait(), 1)
     assert control.ended[0]["reason"] == "key_rotated"
-    assert await plane.drop_publisher("room1", "dropped_by_staff") is False
+    assert await plane.node_control.drop_publisher("room1", "dropped_by_staff") is False
     await wait_for(lambda: not plane.rtmp.connections)
 
 

@@ -78,3 +78,44 @@ def test_call_access_filter_and_invitees(staff_client, room_and_key, other_user)
     assert response.status_code == 200
     room.refresh_from_db()
     assert room.call_access == "owner" and list(room.call_invitees.all()) == [other_user]
+
+
+def test_recording_actions_ask_the_media_node(staff_client, room_and_key):
+    """Start/stop recording reach the media nodes' control group; a room that is not live, or
+    already recording, is refused with a message naming why."""
+    import asyncio
+
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from live.media_control import MEDIA_CONTROL_GROUP
+    from live.models import Recording
+
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)("test-node.")
+    async_to_sync(layer.group_add)(MEDIA_CONTROL_GROUP, channel)
+    room, key = room_and_key
+
+    def act(action: str) -> str:
+        return staff_client.post("/admin/live/room/", {"action": action, "_selected_action": [room.pk]},
+                                 follow=True).content.decode()
+
+    async def received() -> list[dict]:
+        messages = []
+        try:
+            while True:
+                messages.append(await asyncio.wait_for(layer.receive(channel), 1))
+        except TimeoutError:
+            return messages
+
+    try:
+        assert "the room is not live" in act("recording_start")
+        services.publish_start(stream_key=key, protocol="rtmp")
+        assert "recording started" in act("recording_start")
+        Recording.objects.create(room=room)  # what the node does when it starts
+        assert "already recording" in act("recording_start")
+        assert "recording stopped" in act("recording_stop")
+        assert async_to_sync(received)() == [{"type": "media.record", "public_id": room.public_id, "action": action}
+                                             for action in ("start", "stop")]
+    finally:
+        async_to_sync(layer.group_discard)(MEDIA_CONTROL_GROUP, channel)

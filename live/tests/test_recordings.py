@@ -156,3 +156,47 @@ def test_a_recording_left_open_by_a_dead_media_node_is_finalized_at_start(room_a
     recording.refresh_from_db()
     assert (recording.status, recording.end_reason) == (RecordingStatus.READY, "error"), recording.error
     assert abs(recording.duration - 4) < 0.2
+
+
+def test_retention_deletes_old_recordings_with_their_files(ready_recording, recordings_dir, settings, monkeypatch):
+    """The hourly beat job: a recording started more than RECORDINGS_RETENTION_DAYS ago goes,
+    file and row; a newer one, or any while the setting is 0, stays."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from live.tasks import storage_expire
+
+    monkeypatch.setenv("HLS_PATH", str(recordings_dir / "hls"))  # none: only recordings are looked at
+    settings.RECORDINGS_RETENTION_DAYS = 0
+    assert storage_expire()["recordings"] == 0
+    settings.RECORDINGS_RETENTION_DAYS = 7
+    assert storage_expire()["recordings"] == 0  # a new one
+    files = [recordings_dir / ready_recording.file, recordings_dir / ready_recording.thumbnail]
+    assert all(f.exists() for f in files)
+    Recording.objects.filter(pk=ready_recording.pk).update(started_at=timezone.now() - timedelta(days=8))
+    assert storage_expire()["recordings"] == 1
+    assert not Recording.objects.filter(pk=ready_recording.pk).exists()
+    assert not any(f.exists() for f in files)
+
+
+def test_hls_leftovers_of_streams_no_longer_live_are_removed(room_and_key, tmp_path, monkeypatch):
+    """What a dead media node left in HLS_PATH goes; a live room's files and fresh files stay."""
+    import os
+    import time
+
+    from live.tasks import storage_expire
+
+    room, key = room_and_key
+    services.publish_start(stream_key=key, protocol="rtmp")
+    monkeypatch.setenv("HLS_PATH", str(tmp_path))
+    old = time.time() - 3600
+    for public_id, mtime in ((room.public_id, old), ("gone", old), ("fresh", time.time())):
+        (tmp_path / public_id).mkdir()
+        for path in (tmp_path / f"{public_id}.m3u8", tmp_path / public_id / "0.ts"):
+            path.write_bytes(b"x")
+            os.utime(path, (mtime, mtime))
+        os.utime(tmp_path / public_id, (mtime, mtime))
+    assert storage_expire()["hls"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [room.public_id, f"{room.public_id}.m3u8", "fresh", "fresh.m3u8"])

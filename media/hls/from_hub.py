@@ -48,6 +48,22 @@ def remove_files(root: Path, public_id: str) -> None:
     shutil.rmtree(root / public_id, ignore_errors=True)
 
 
+def leftovers(root: Path, live: set[str], older_than: float, now: float) -> list[str]:
+    """Public ids of streams whose HLS files are still in `root` though they are not live and
+    nothing of theirs was written for `older_than` s: what a node that died left behind."""
+    if not root.is_dir():
+        return []
+    found: dict[str, float] = {}
+    for path in root.iterdir():
+        public_id = path.stem if path.suffix == ".m3u8" else path.name if path.is_dir() else None
+        if public_id is None or public_id in live:
+            continue
+        newest = max([path.stat().st_mtime, *(p.stat().st_mtime for p in path.iterdir())] if path.is_dir()
+                     else [path.stat().st_mtime])
+        found[public_id] = max(found.get(public_id, 0.0), newest)
+    return sorted(public_id for public_id, written in found.items() if now - written > older_than)
+
+
 class HlsWriter:
     def __init__(self, stream: Stream, config: HlsConfig, *, resume: bool) -> None:
         self.stream = stream

@@ -153,12 +153,16 @@ class RecorderService:
         if not self._stopping.is_set():
             self._spawn(stream, None)
 
+    def can_start(self, public_id: str) -> bool:
+        """The stream is live here and neither recording nor being asked about."""
+        stream = self._live.get(public_id)
+        return not (stream is None or stream.closed or public_id in self._tasks or self._stopping.is_set())
+
     def start(self, public_id: str, plan: RecordingPlan) -> bool:
         """Staff: record a live stream now; False when it is not live or already recording."""
-        stream = self._live.get(public_id)
-        if stream is None or stream.closed or public_id in self._tasks or self._stopping.is_set():
+        if not self.can_start(public_id):
             return False
-        self._spawn(stream, plan)
+        self._spawn(self._live[public_id], plan)
         return True
 
     def stop(self, public_id: str) -> bool:

@@ -150,6 +150,7 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BEAT_SCHEDULE = {
     "close-stale-sessions": {"task": "live.tasks.sessions_close_stale", "schedule": 60.0},
     "recover-recordings": {"task": "live.tasks.recordings_recover", "schedule": 300.0},
+    "expire-recordings-and-hls-leftovers": {"task": "live.tasks.storage_expire", "schedule": 3600.0},
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -212,6 +213,8 @@ MEDIA_PLANE_ENABLED = env_bool("MEDIA_PLANE_ENABLED", True)
 RECORDINGS_PATH = env_str("RECORDINGS_PATH", str(VAR_DIR / "recordings"))
 RECORDING_DEFAULT = env_bool("RECORDING_DEFAULT", False)  # a new room records unless it says otherwise
 RECORDING_URL_TTL = env_int("RECORDING_URL_TTL", 3600)  # s a recording's signed file URL stays valid
+# Recordings older than this many days are deleted (file and row) by a beat job; 0 keeps them all.
+RECORDINGS_RETENTION_DAYS = env_int("RECORDINGS_RETENTION_DAYS", 0)
 # Finished recordings in S3-compatible object storage (MinIO, SeaweedFS, AWS S3) when a bucket and
 # an endpoint are set; the URLs handed out are then presigned ones. Unset: they stay in RECORDINGS_PATH.
 RECORDINGS_S3_ENDPOINT_URL = env_str("RECORDINGS_S3_ENDPOINT_URL", "")

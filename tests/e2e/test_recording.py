@@ -10,7 +10,7 @@ import subprocess
 import urllib.request
 
 from tests.sfu.clients import PatternVideo, ToneAudio, http_async, whip_publish
-from tests.support.api import api
+from tests.support.api import api, staff_token
 from tests.support.media import ffmpeg_publish, wait_until
 from tests.support.procs import require_tool
 
@@ -83,6 +83,35 @@ def test_an_rtmp_session_of_a_recording_room_becomes_a_faststart_mp4(service, ro
     assert recording["end_reason"] == "publisher_left"
     check_playable(recording, 20, (640, 360))
     assert abs(recording["duration"] - 20) <= 1.0
+
+
+def test_staff_start_and_stop_record_part_of_a_live_session(service, room, streamer_token):
+    """A room that does not record: staff start recording it live, stop 8 s later; the stream
+    goes on and the part between is a recording like any other."""
+    staff = staff_token(service, "recording-staff")
+    control = f"/api/v1/live/{room['room']['room_id']}/recording/"
+    assert api(service, control + "start", {}, staff)[0] == 409  # not live
+    publisher = ffmpeg_publish(rtmp_publish_url(service, room), seconds=40)
+    try:
+        assert wait_until(lambda: room_status(service, room) == "live", 15)
+        assert api(service, control + "start", {}, streamer_token)[0] == 403  # owners are not staff
+        assert recordings(service, room, streamer_token) == []
+        status, body = api(service, control + "start", {}, staff)
+        assert (status, body["data"]["recording"]) == (202, "starting"), body
+        assert wait_until(lambda: [r["status"] for r in recordings(service, room, streamer_token)] == ["recording"], 5)
+        assert api(service, control + "start", {}, staff)[0] == 409  # already recording
+        assert wait_until(lambda: False, 8) is False
+        status, body = api(service, control + "stop", {}, staff)
+        assert (status, body["data"]["recording"]) == (202, "stopping"), body
+        recording = ready(service, room, streamer_token)
+        assert api(service, control + "stop", {}, staff)[0] == 409  # nothing to stop
+        assert publisher.poll() is None and room_status(service, room) == "live"  # the stream goes on
+    finally:
+        publisher.kill()
+        publisher.wait(10)
+    assert recording["end_reason"] == "stopped"
+    check_playable(recording, recording["duration"], (640, 360))
+    assert 6 <= recording["duration"] <= 11, recording["duration"]
 
 
 def test_a_publisher_killed_mid_stream_still_leaves_a_playable_recording(service, room, streamer_token):

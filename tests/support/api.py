@@ -31,3 +31,11 @@ def create_room(service: Service, token: str, title: str = "e2e room") -> dict:
     status, body = api(service, "/api/v1/live/create", {"title": title, "push_protocol": "rtmp"}, token)
     assert status == 201, body
     return body["data"]
+
+
+def staff_token(service: Service, username: str) -> str:
+    """A staff user's access token (staff is set in the database; the token is read per request)."""
+    token = register(service, username)
+    service.manage("shell", "-c", "from django.contrib.auth import get_user_model; "
+                   f"get_user_model().objects.filter(username={username!r}).update(is_staff=True)")
+    return token

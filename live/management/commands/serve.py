@@ -52,8 +52,8 @@ async def _start_media_plane() -> None:
     try:
         # One registry for every source: RTMP publishers and the SFU's WebRTC ones.
         plane = await start_media_plane(register_control=False, registry=sfu_get().registry)
-        # Staff drops reach every publisher the registry holds, RTMP or WebRTC.
-        plane.own(media_control_register(plane.registry))
+        # Staff drops and recording reach every stream the registry holds, RTMP or WebRTC.
+        plane.own(media_control_register(plane.node_control))
     except Exception:
         log.exception("the media plane failed to start; stopping")
         from twisted.internet import reactor
