@@ -24,9 +24,12 @@ class MicroVibe:
 
     name = "MicroVibe"
 
-    def __init__(self, hls: bool = False) -> None:
+    def __init__(self, hls: bool = False, record: bool = False) -> None:
         # The HLS muxer is per-stream work nginx does only with hls on; same fragment and playlist as its config.
-        env = {"HLS_ENABLED": "1" if hls else "0", "HLS_FRAGMENT": "2", "HLS_PLAYLIST_LENGTH": "60"}
+        # With `record`, every room records (RECORDING_DEFAULT), as nginx-rtmp's `record all`.
+        env = {"HLS_ENABLED": "1" if hls else "0", "HLS_FRAGMENT": "2", "HLS_PLAYLIST_LENGTH": "60",
+               "RECORDING_DEFAULT": "1" if record else "0"}
+        self.record = record
         self.service = Service(env, media=True)
         self.version = "python " + sys.version.split()[0]
         self.stream_key = ""
@@ -81,3 +84,7 @@ class MicroVibe:
 
     def __exit__(self, *exc: object) -> None:
         self.service.__exit__(None, None, None)
+
+    def recorded_bytes(self) -> int:
+        root = self.service.dir / "recordings"
+        return sum(p.stat().st_size for p in root.glob("*.mp4")) if self.record and root.exists() else 0

@@ -32,8 +32,7 @@ rtmp {{
         chunk_size 4096;
         application live {{
             live on;
-            record off;
-{hls}        }}
+{record}{hls}        }}
     }}
 }}
 {http}"""
@@ -43,6 +42,12 @@ HLS = """\
             hls_path {prefix}/hls;
             hls_fragment 2s;
             hls_playlist_length 60s;
+"""
+# nginx-rtmp's recorder: every stream to an FLV file, as its docs' `record all`.
+RECORD = """\
+            record all;
+            record_path {prefix}/record;
+            record_unique on;
 """
 # The playlists and segments, served by nginx itself as the nginx-rtmp docs show (no cache on the
 # playlist); temp paths inside the prefix so nothing outside it is touched.
@@ -92,8 +97,9 @@ class NginxRtmp:
     stream = "bench"
     unsupported = {"flv": "n/a: stock nginx-rtmp has no HTTP-FLV"}
 
-    def __init__(self, hls: bool = False) -> None:
+    def __init__(self, hls: bool = False, record: bool = False) -> None:
         self.hls = hls
+        self.record = record
         self.binary = require("nginx")
         self.module = rtmp_module()
         self.version = nginx_version(self.binary)
@@ -127,12 +133,15 @@ class NginxRtmp:
         conf = self.prefix / "nginx.conf"
         hls = HLS.format(prefix=self.prefix) if self.hls else ""
         http = HTTP.format(prefix=self.prefix, port=self.http_port) if self.hls else ""
-        if self.hls:
-            # The worker drops root (to nobody): it must reach the prefix and write the HLS files.
-            self.prefix.chmod(0o755)
-            (self.prefix / "hls").mkdir(mode=0o777)
-            (self.prefix / "hls").chmod(0o777)
-        conf.write_text(CONF.format(module=self.module, prefix=self.prefix, port=self.rtmp_port, hls=hls, http=http))
+        record = RECORD.format(prefix=self.prefix) if self.record else "            record off;\n"
+        # The worker drops root (to nobody): it must reach the prefix and write the HLS/recorded files.
+        self.prefix.chmod(0o755)
+        for wanted, folder in ((self.hls, "hls"), (self.record, "record")):
+            if wanted:
+                (self.prefix / folder).mkdir(mode=0o777)
+                (self.prefix / folder).chmod(0o777)
+        conf.write_text(CONF.format(module=self.module, prefix=self.prefix, port=self.rtmp_port, hls=hls,
+                                    record=record, http=http))
         # -e: the early error log too, so nothing touches /var/log/nginx.
         cmd = [self.binary, "-p", str(self.prefix), "-c", str(conf), "-e", str(self.prefix / "error.log")]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
@@ -158,3 +167,6 @@ class NginxRtmp:
                 self.proc.kill()
                 self.proc.wait(5)
         shutil.rmtree(self.prefix, ignore_errors=True)
+
+    def recorded_bytes(self) -> int:
+        return sum(p.stat().st_size for p in (self.prefix / "record").glob("*")) if self.record else 0

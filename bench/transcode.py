@@ -53,8 +53,8 @@ from media.bridges import video as video_module
 from media.bridges.audio import AacToOpus, OpusToAac
 from media.bridges.rendition import H264_AAC, WEBRTC, Target, playable, renditions
 from media.bridges.video import VideoToH264
-from media.codecs import avc, flv
-from media.codecs.flv_units import FlvUnits
+from media.codecs import avc
+from media.codecs.flv_units import flv_access_units
 from media.config import MediaConfig
 from media.hub.stream import Entry, Stream
 from media.hub.unit import AUDIO, TIME_BASE, VIDEO, AccessUnit
@@ -100,18 +100,7 @@ def vp8_clip(seconds: int = SECONDS) -> Path:
 
 def flv_units(path: Path, kinds: tuple[str, ...] = (VIDEO, AUDIO)) -> list[AccessUnit]:
     """The clip's units as the hub holds them from an RTMP publisher (config units included)."""
-    mapping = FlvUnits()
-    units = []
-    for tag in flv.FlvReader().feed(path.read_bytes()):
-        if tag.tag_type == flv.TAG_VIDEO and VIDEO in kinds:
-            unit = mapping.video(tag.payload, tag.timestamp)
-        elif tag.tag_type == flv.TAG_AUDIO and AUDIO in kinds:
-            unit = mapping.audio(tag.payload, tag.timestamp)
-        else:
-            continue
-        if unit is not None:
-            units.append(unit)
-    return units
+    return flv_access_units(path.read_bytes(), kinds)
 
 
 def webm_units(path: Path) -> list[AccessUnit]:

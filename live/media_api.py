@@ -125,10 +125,16 @@ async def recording_wanted(public_id: str, *, staff: bool = False):
 
 
 async def recording_done(plan, info: object, reason: str) -> None:
-    """The media node closed a recording's file: finalize it (a Celery task)."""
+    """The media node closed a recording's file: finalize it (a Celery task).
+
+    Not in the thread every other database call of the process shares: on the embedded default
+    the task runs eagerly inside this call, and its remux would hold that thread for seconds."""
+    from channels.db import database_sync_to_async
+
     from . import recordings
 
-    await sync_to_async(recordings.recording_end)(recording_id=plan.recording_id, reason=reason)
+    await database_sync_to_async(recordings.recording_end, thread_sensitive=False)(
+        recording_id=plan.recording_id, reason=reason)
 
 
 async def sessions_close_orphaned() -> int:

@@ -65,10 +65,29 @@ class MediaConfig:
     hls_fragment: float = 2.0
     hls_playlist_length: float = 60.0
     hls_cleanup_after: float = 60.0
+    # A stream that needs a rendition for HLS is segmented on demand: its writer stops after
+    # hls_demand_idle s without a playlist request; a first request waits up to hls_demand_wait s.
+    hls_demand_idle: float = 30.0
+    hls_demand_wait: float = 10.0
     # A source that makes keyframes only when asked (WebRTC) is asked for one this long (s) after
     # its last while readers that cut on keyframes (HLS, FLV/RTMP joiners) follow it; 0: only when
     # a reader asks. Defaults to HLS_FRAGMENT, so HLS cuts at each.
     source_keyframe_every: float = 2.0
+    # Video re-encodes (B-frames, VP8/VP9/AV1/HEVC -> H.264) at once on this node (0: none);
+    # None: one per core.
+    transcode_max: int | None = None
+    # B-frames for WebRTC viewers: "reencode" (smooth at the source's frame rate, a transcode) or
+    # "drop" (drop them when none is a reference: no CPU, but the frame rate falls by their share,
+    # e.g. 30 -> 7.5 fps with 3 B-frames; a reference B-frame still makes it re-encode).
+    webrtc_bframes: str = "reencode"
+
+    def __post_init__(self) -> None:
+        if self.webrtc_bframes not in ("reencode", "drop"):
+            raise ValueError(f"WEBRTC_BFRAMES must be reencode or drop, got {self.webrtc_bframes!r}")
+
+    @property
+    def video_transcodes_max(self) -> int:
+        return (os.cpu_count() or 2) if self.transcode_max is None else self.transcode_max
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> MediaConfig:
@@ -95,6 +114,10 @@ class MediaConfig:
             hls_fragment=_float(env, "HLS_FRAGMENT", d.hls_fragment),
             hls_playlist_length=_float(env, "HLS_PLAYLIST_LENGTH", d.hls_playlist_length),
             hls_cleanup_after=_float(env, "HLS_CLEANUP_AFTER", d.hls_cleanup_after),
+            hls_demand_idle=_float(env, "HLS_DEMAND_IDLE", d.hls_demand_idle),
+            hls_demand_wait=_float(env, "HLS_DEMAND_WAIT", d.hls_demand_wait),
             source_keyframe_every=_float(env, "SOURCE_KEYFRAME_EVERY",
                                          _float(env, "HLS_FRAGMENT", d.hls_fragment)),
+            transcode_max=_int(env, "TRANSCODE_MAX", -1) if env.get("TRANSCODE_MAX", "").strip() else None,
+            webrtc_bframes=env.get("WEBRTC_BFRAMES", "").strip().lower() or d.webrtc_bframes,
         )

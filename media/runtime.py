@@ -184,7 +184,8 @@ def _start_hls(config: MediaConfig, registry: StreamRegistry, http: MediaHttpSer
         return None
     root = Path(config.hls_path).resolve()
     hls = HlsService(HlsConfig(root=root, options=HlsOptions(config.hls_fragment, config.hls_playlist_length),
-                               cleanup_after=config.hls_cleanup_after))
+                               cleanup_after=config.hls_cleanup_after, demand_idle=config.hls_demand_idle,
+                               demand_wait=config.hls_demand_wait))
     if removed := hls.remove_stale():
         log.info("hls: removed %d stale file(s) from %s", removed, root)
     registry.on_start.append(hls.stream_started)

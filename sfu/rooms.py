@@ -110,7 +110,7 @@ class Sfu:
             "peers": sum(len(r.peers) for r in self.rooms.values()),
             "counters": dict(self.counters),
             "latency": self.latency.summary_ms(),
-            "transcodes": transcode_stats(),
+            "transcodes": transcode_stats(self.registry.config),
         }
 
     # -- broadcast: WHIP / WHEP / socket offer ----------------------------------------------------

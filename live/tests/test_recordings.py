@@ -19,12 +19,14 @@ def recordings_dir(settings, tmp_path):
     return recordings.recordings_root()
 
 
-def fragmented_mp4(path: Path, seconds: int = 6) -> None:
+def fragmented_mp4(path: Path, seconds: int = 6, size: str = "320x180", bitrate: str = "") -> None:
     """What the media node writes: fragmented MP4 (moov first, empty; moof+mdat per keyframe)."""
+    rate = ["-b:v", bitrate, "-minrate", bitrate, "-maxrate", bitrate, "-bufsize", bitrate] if bitrate else []
     subprocess.run([require_tool("ffmpeg"), "-y", "-loglevel", "error", "-f", "lavfi",
-                    "-i", "testsrc2=size=320x180:rate=30", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-                    "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-g", "30", "-c:a", "aac",
-                    "-movflags", "frag_keyframe+empty_moov+default_base_moof", str(path)], check=True, timeout=60)
+                    "-i", f"testsrc2=size={size}:rate=30", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+                    "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast" if bitrate else "veryfast", *rate,
+                    "-g", "30", "-c:a", "aac", "-movflags", "frag_keyframe+empty_moov+default_base_moof", str(path)],
+                   check=True, timeout=60)
 
 
 def top_level_boxes(path: Path) -> list[str]:

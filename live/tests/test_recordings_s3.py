@@ -111,3 +111,26 @@ def test_a_recording_made_before_s3_was_turned_on_still_plays_from_disk(
     final = recordings.recordings_root() / recording.file
     assert client_for(user).delete(f"/api/v1/recordings/{recording.public_id}").status_code == 200
     assert not final.exists()
+
+
+def test_a_long_recording_is_uploaded_in_parts_and_reads_back_whole(
+        s3_settings, s3_server, room_and_key, django_capture_on_commit_callbacks):
+    """Past boto3's 8 MiB threshold the upload is multipart (the object's ETag says in how many
+    parts); the object reads back byte for byte and decodes."""
+    room, _ = room_and_key
+    services.room_recording_update(room=room, recording=True)
+    recording = recordings.recording_begin(public_id=room.public_id)
+    root = recordings.recordings_root()
+    fragmented_mp4(root / recording.part_name, seconds=4, size="1280x720", bitrate="30M")
+    with django_capture_on_commit_callbacks(execute=True):
+        recordings.recording_end(recording_id=recording.public_id, reason="publisher_left")
+    recording.refresh_from_db()
+    assert recording.status == RecordingStatus.READY, recording.error
+    assert recording.size > 8 * 2**20, recording.size  # boto3: multipart from 8 MiB
+    etag = head(s3_server, recording.file)["ETag"].strip('"')
+    assert etag.rsplit("-", 1)[-1].isdigit() and int(etag.rsplit("-", 1)[1]) >= 2, etag  # "<md5>-<parts>"
+    url = recordings.recordings_storage(recording.file).url(recording.file)
+    status, _, whole = get(url)
+    assert status == 200 and len(whole) == recording.size
+    probed = ffprobe(url)
+    assert abs(float(probed["format"]["duration"]) - 4) < 0.2

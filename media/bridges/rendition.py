@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import weakref
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from media.codecs import avc
 from media.codecs.errors import CodecError
+from media.config import MediaConfig
 from media.hub.stream import Entry, Stream
 from media.hub.unit import AUDIO, DATA, TIME_BASE, VIDEO, AccessUnit
 
@@ -75,16 +75,6 @@ class TranscodeRefused(Exception):
     """This node already runs TRANSCODE_MAX video transcodes."""
 
 
-def bframes_mode() -> str:
-    """WEBRTC_BFRAMES: "reencode" (default: smooth at the source's frame rate, costs a transcode) or
-    "drop" (drop the B-frames when none is a reference: no CPU, but the frame rate falls by their
-    share, e.g. 30 -> 7.5 fps with 3 B-frames; a reference B-frame still makes it re-encode)."""
-    mode = os.environ.get("WEBRTC_BFRAMES", "").strip().lower() or "reencode"
-    if mode not in ("reencode", "drop"):
-        raise ValueError(f"WEBRTC_BFRAMES must be reencode or drop, got {mode!r}")
-    return mode
-
-
 def _non_reference(unit: AccessUnit) -> bool:
     """An H.264 frame no other frame predicts from (every slice's nal_ref_idc is 0): droppable."""
     try:
@@ -95,17 +85,12 @@ def _non_reference(unit: AccessUnit) -> bool:
     return bool(slices) and all(avc.nal_ref_idc(n) == 0 for n in slices)
 
 
-def transcode_max() -> int:
-    raw = os.environ.get("TRANSCODE_MAX", "").strip()
-    return int(raw) if raw else (os.cpu_count() or 2)
-
-
 class _Budget:
     def __init__(self) -> None:
         self.running = 0
 
-    def take(self) -> bool:
-        if self.running >= transcode_max():
+    def take(self, limit: int) -> bool:
+        if self.running >= limit:
             return False
         self.running += 1
         return True
@@ -223,16 +208,17 @@ class Rendition:
                      kind, codec)
 
     def _drops_bframes(self, kind: str, codec: str) -> bool:
-        return kind == VIDEO and codec == "h264" and codec in self.target.video and bframes_mode() == "drop"
+        drop = self.source.config.webrtc_bframes == "drop"
+        return drop and kind == VIDEO and codec == "h264" and codec in self.target.video
 
     def _video_budget(self, codec: str) -> bool:
-        if BUDGET.take():
+        if BUDGET.take(self.source.config.video_transcodes_max):
             self._holds_budget = True
             return True
         COUNTERS["video_refused"] += 1
         self._reencode_refused = True
         note = (f"video {codec} is not re-encoded for {self.target.label}: this node already runs "
-                f"{transcode_max()} video transcodes (TRANSCODE_MAX)")
+                f"{self.source.config.video_transcodes_max} video transcodes (TRANSCODE_MAX)")
         log.warning("rendition %s/%s: %s", self.source.public_id, self.target.name, note)
         if self.target.refuse:
             _refusals[self.source] = f"{self.target.label} viewers refused: {note}"
@@ -422,9 +408,9 @@ def for_flv(stream: Stream) -> Stream:
     return stream if stream.source_protocol == "rtmp" else playable(stream, H264_AAC)
 
 
-def transcode_stats() -> dict:
+def transcode_stats(config: MediaConfig) -> dict:
     """Node-wide: video re-encodes running and the cap, and conversions started/refused by kind."""
-    return {"video_running": BUDGET.running, "video_max": transcode_max(), **COUNTERS}
+    return {"video_running": BUDGET.running, "video_max": config.video_transcodes_max, **COUNTERS}
 
 
 def refusal(stream: Stream) -> str | None:

@@ -89,6 +89,21 @@ class FlvUnits:
         return AccessUnit(DATA, "amf0", dts, dts, bytes(body), config=metadata)
 
 
+def flv_access_units(data: bytes, kinds: tuple[str, ...] = (VIDEO, AUDIO)) -> list[AccessUnit]:
+    """The units an RTMP publisher of this whole FLV file writes into the hub (configs included)."""
+    mapping, units = FlvUnits(), []
+    for tag in flv.FlvReader().feed(data):
+        if tag.tag_type == flv.TAG_VIDEO and VIDEO in kinds:
+            unit = mapping.video(tag.payload, tag.timestamp)
+        elif tag.tag_type == flv.TAG_AUDIO and AUDIO in kinds:
+            unit = mapping.audio(tag.payload, tag.timestamp)
+        else:
+            continue
+        if unit is not None:
+            units.append(unit)
+    return units
+
+
 def carries(codec: str | None) -> bool:
     """Can an FLV tag carry this codec?"""
     return codec is not None and (codec in ("h264", "aac", "amf0") or codec in _FOURCC or codec.startswith("flv/"))

@@ -135,12 +135,11 @@ def test_b_frames_make_a_webrtc_rendition_reencode_the_video_without_them(seen):
     asyncio.run(run())
 
 
-def test_past_transcode_max_hls_is_refused_and_webrtc_gets_the_video_as_it_is(monkeypatch):
-    monkeypatch.setenv("TRANSCODE_MAX", "0")
+def test_past_transcode_max_hls_is_refused_and_webrtc_gets_the_video_as_it_is():
     units = access_units(ffmpeg_flv(seconds=2, bframes=3))
 
     async def run():
-        stream = Stream("r4", MediaConfig())
+        stream = Stream("r4", MediaConfig.from_env({"TRANSCODE_MAX": "0"}))  # none allowed
         for unit in units[:30]:
             stream.write(unit)
         refused = rmod.COUNTERS["video_refused"]
@@ -188,14 +187,13 @@ def test_enhanced_rtmp_hevc_and_av1_reach_webrtc_as_h264(codec, args):
     asyncio.run(run())
 
 
-def test_a_vp8_publisher_for_hls_is_refused_clearly_past_transcode_max(monkeypatch):
+def test_a_vp8_publisher_for_hls_is_refused_clearly_past_transcode_max():
     from tests.bridges.test_video import encoded
 
     _, frames = encoded("vp8", "-c:v", "libvpx", "-deadline", "realtime", seconds=1)
-    monkeypatch.setenv("TRANSCODE_MAX", "0")
 
     async def run():
-        stream = Stream("r-vp8", MediaConfig())
+        stream = Stream("r-vp8", MediaConfig(transcode_max=0))
         stream.source_protocol = "webrtc"
         for unit in frames[:5]:
             stream.write(unit)
@@ -204,7 +202,7 @@ def test_a_vp8_publisher_for_hls_is_refused_clearly_past_transcode_max(monkeypat
         assert renditions(stream) == [] and rmod.BUDGET.running == 0
         from media.runtime import stream_media
         assert any("refused" in n and "TRANSCODE_MAX" in n for n in stream_media(stream)["notes"])
-        monkeypatch.setenv("TRANSCODE_MAX", "1")
+        stream.config = MediaConfig(transcode_max=1)
         watched = playable(stream, H264_AAC)
         assert watched.tracks() == {"video": "h264"} and rmod.BUDGET.running == 1
         stream.close("publisher_left")
@@ -216,19 +214,18 @@ def test_a_vp8_publisher_for_hls_is_refused_clearly_past_transcode_max(monkeypat
 
 @pytest.mark.parametrize("pyramid", ["none", "normal"])
 def test_webrtc_bframes_drop_drops_non_reference_b_frames_and_reencodes_when_one_is_a_reference(
-        monkeypatch, pyramid):
+        pyramid):
     """WEBRTC_BFRAMES=drop: x264 without B-pyramid makes only non-reference B-frames, which are
     dropped (no transcode, a quarter of the frames left with -bf 3); with B-pyramid the middle
     B-frame is a reference, and dropping it would break the picture: the video is re-encoded."""
     from tests.bridges.test_video import encoded, probe
 
-    monkeypatch.setenv("WEBRTC_BFRAMES", "drop")
     config, frames = encoded("h264", "-c:v", "libx264", "-preset", "veryfast", "-bf", "3", "-g", "60",
                              "-x264-params", f"b-pyramid={pyramid}:b-adapt=0", seconds=2)
 
     async def run():
         from media.hub.unit import AccessUnit
-        stream = Stream(f"r-drop-{pyramid}", MediaConfig())
+        stream = Stream(f"r-drop-{pyramid}", MediaConfig.from_env({"WEBRTC_BFRAMES": "drop"}))
         stream.source_protocol = "rtmp"
         stream.write(AccessUnit("video", "h264", 0, 0, config, config=True))
         stream.write(frames[0])

@@ -6,8 +6,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from media.codecs import flv
-from media.codecs.flv_units import FlvUnits
+from media.codecs.flv_units import flv_access_units
 from media.hub.unit import AccessUnit
 
 from .procs import require_tool
@@ -29,15 +28,4 @@ def ffmpeg_flv(seconds: int = 10, size: str = "320x180", fps: int = 30, gop: int
 
 def access_units(data: bytes) -> list[AccessUnit]:
     """The units an RTMP publisher of this FLV would write into the hub."""
-    units = []
-    mapping = FlvUnits()
-    for tag in flv.FlvReader().feed(data):
-        if tag.tag_type == flv.TAG_VIDEO:
-            unit = mapping.video(tag.payload, tag.timestamp)
-        elif tag.tag_type == flv.TAG_AUDIO:
-            unit = mapping.audio(tag.payload, tag.timestamp)
-        else:
-            continue
-        if unit is not None:
-            units.append(unit)
-    return units
+    return flv_access_units(data)
