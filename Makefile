@@ -48,12 +48,14 @@ endif
 
 # Figures for docs/benchmarks.md: RTMP/FLV fan-out against nginx-rtmp, then the SFU, then the
 # RTMP <-> WebRTC bridges (next to the fan-out and HLS figures the first step wrote to bench/out/),
-# then the transcoding bridges' CPU against an ffmpeg command line.
+# then the transcoding bridges' CPU against an ffmpeg command line, then recording (against
+# nginx-rtmp's record all, and finalizing against ffmpeg's faststart remux).
 bench: $(STAMP) test-tools
 	$(PY) -m bench
 	$(PY) -m bench.sfu
 	$(PY) -m bench.bridges
 	$(PY) -m bench.transcode
+	$(PY) -m bench.record
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -9,6 +9,8 @@ import json
 import subprocess
 import urllib.request
 
+import pytest
+
 from tests.sfu.clients import PatternVideo, ToneAudio, http_async, whip_publish
 from tests.support.api import api, staff_token
 from tests.support.media import ffmpeg_publish, wait_until
@@ -112,6 +114,25 @@ def test_staff_start_and_stop_record_part_of_a_live_session(service, room, strea
     assert recording["end_reason"] == "stopped"
     check_playable(recording, recording["duration"], (640, 360))
     assert 6 <= recording["duration"] <= 11, recording["duration"]
+
+
+@pytest.mark.parametrize(("action", "reason"), [("end", "dropped_by_staff"), ("rotate-key", "key_rotated")])
+def test_a_staff_drop_or_a_key_rotation_ends_the_recording_cleanly(service, room, streamer_token, action, reason):
+    record_on(service, room, streamer_token)
+    publisher = ffmpeg_publish(rtmp_publish_url(service, room), seconds=40)
+    try:
+        assert wait_until(lambda: room_status(service, room) == "live", 15)
+        assert wait_until(lambda: False, 6) is False
+        status, _ = api(service, f"/api/v1/live/{room['room']['room_id']}/{action}", {}, streamer_token)
+        assert status == 200
+        assert wait_until(lambda: publisher.poll() is not None, 5)
+    finally:
+        publisher.kill()
+        publisher.wait(10)
+    recording = ready(service, room, streamer_token)
+    assert recording["end_reason"] == reason
+    check_playable(recording, recording["duration"], (640, 360))
+    assert recording["duration"] >= 5
 
 
 def test_a_publisher_killed_mid_stream_still_leaves_a_playable_recording(service, room, streamer_token):
