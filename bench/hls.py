@@ -39,7 +39,7 @@ def _get(url: str) -> tuple[int, bytes]:
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=2)
     try:
-        conn.request("GET", parts.path)
+        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
         response = conn.getresponse()
         return response.status, response.read()
     except OSError:
@@ -66,6 +66,9 @@ def poll_first_segment(playlist_url: str, publisher: subprocess.Popen, row: dict
     while time.monotonic() < deadline:
         row["polls"] += 1
         status, body = _get(playlist_url)
+        if status == 200 and b"#EXT-X-STREAM-INF" in body:  # MicroVibe's entry point: the player's own variant
+            playlist_url = urljoin(playlist_url, body.decode().strip().splitlines()[-1])
+            status, body = _get(playlist_url)
         answered = time.monotonic()
         if status == 200 and (segment := first_segment(body.decode(errors="replace"))):
             seg_status, seg_body = _get(urljoin(playlist_url, segment[1]))

@@ -1,14 +1,19 @@
 """Django admin for rooms and live sessions. The stream key is never shown, except once to the
-staff member who creates the room or rotates its key (in the confirmation message)."""
+staff member who creates the room or rotates its key (in the confirmation message).
+
+"Live now" (`/admin/live/room/live-now/`, linked from the rooms list) is /api/v1/stat for staff,
+with buttons to drop one viewer, end a live, and start or stop its recording."""
 from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
 
-from . import recordings, services
-from .models import LiveSession, Recording, RecordingStatus, Room, RoomStatus
+from . import recordings, selectors, services
+from .models import HookDelivery, HookStatus, LiveSession, Recording, RecordingStatus, Room, RoomStatus
 from .recording_files import recording_file_url
 from .stream_keys import stream_key_generate, stream_key_hash
 
@@ -31,8 +36,8 @@ class RoomAdmin(admin.ModelAdmin):
     list_filter = ("status", "push_protocol", "recording", "call_access", "created_at")
     search_fields = ("title", "public_id", "owner__username", "owner__email")
     readonly_fields = ("public_id", "status", "key_rotated_at", "created_at", "updated_at")
-    fields = ("title", "owner", "push_protocol", "recording", "call_access", "call_invitees", "public_id", "status",
-              "key_rotated_at", "created_at", "updated_at")
+    fields = ("title", "owner", "push_protocol", "recording", "call_access", "call_invitees", "hooks", "public_id",
+              "status", "key_rotated_at", "created_at", "updated_at")
     autocomplete_fields = ("owner",)
     filter_horizontal = ("call_invitees",)
     inlines = (LiveSessionInline,)
@@ -42,6 +47,41 @@ class RoomAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="live")
     def is_live_now(self, room: Room) -> bool:
         return room.status == RoomStatus.LIVE
+
+    def get_urls(self) -> list:
+        return [path("live-now/", self.admin_site.admin_view(self.live_now_view), name="live_room_live_now"),
+                *super().get_urls()]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        extra = {"live_now_url": reverse("admin:live_room_live_now"), **(extra_context or {})}
+        return super().changelist_view(request, extra_context=extra)
+
+    def live_now_view(self, request: HttpRequest) -> HttpResponse:
+        """What /api/v1/stat shows, with staff's buttons: drop a viewer, end a live, record."""
+        if request.method == "POST":
+            self._live_now_action(request)
+            return HttpResponseRedirect(request.path)
+        nodes = selectors.node_stats()
+        streams = [{"node": n["node"], **s} for n in nodes for s in n["streams"]]
+        totals = {"streams": len(streams), "viewers": sum(s["viewers"]["total"] for s in streams),
+                  "nodes": len(nodes)}
+        context = {**self.admin_site.each_context(request), "streams": streams, "totals": totals,
+                   "title": "Live now", "opts": self.model._meta}
+        return TemplateResponse(request, "admin/live/stat.html", context)
+
+    def _live_now_action(self, request: HttpRequest) -> None:
+        action = request.POST.get("action", "")
+        if action == "drop_viewer":
+            viewer_id = request.POST.get("viewer_id", "")
+            dropped = services.viewer_drop(viewer_id=viewer_id)
+            self.message_user(request, f"viewer {viewer_id}: " + ("dropped" if dropped else "not watching now"),
+                              messages.SUCCESS if dropped else messages.WARNING)
+            return
+        room = Room.objects.filter(public_id=request.POST.get("room_id", "")).first()
+        if room is None or action not in ("end_live", "recording_start", "recording_stop"):
+            self.message_user(request, "no such room or action", messages.ERROR)
+            return
+        getattr(self, action)(request, Room.objects.filter(pk=room.pk))
 
     def save_model(self, request: HttpRequest, obj: Room, form, change: bool) -> None:
         if not change:
@@ -87,13 +127,13 @@ class RoomAdmin(admin.ModelAdmin):
 
 @admin.register(LiveSession)
 class LiveSessionAdmin(admin.ModelAdmin):
-    list_display = ("id", "room", "protocol", "started_at", "ended_at", "end_reason", "peak_viewers",
+    list_display = ("id", "room", "protocol", "client_addr", "started_at", "ended_at", "end_reason", "peak_viewers",
                     "bytes_received")
     list_filter = ("protocol", "end_reason", ("ended_at", admin.EmptyFieldListFilter), "started_at")
     search_fields = ("room__title", "room__public_id", "room__owner__username")
     date_hierarchy = "started_at"
     list_select_related = ("room",)
-    readonly_fields = ("room", "protocol", "started_at", "ended_at", "end_reason", "peak_viewers",
+    readonly_fields = ("room", "protocol", "client_addr", "started_at", "ended_at", "end_reason", "peak_viewers",
                        "bytes_received")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -137,3 +177,30 @@ class RecordingAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Recording]) -> None:
         for recording in queryset:
             recordings.recording_delete(recording=recording)
+
+
+@admin.register(HookDelivery)
+class HookDeliveryAdmin(admin.ModelAdmin):
+    """Notification webhooks: what was sent where, how many tries, the receiver's last answer."""
+
+    list_display = ("event", "room", "url", "status", "attempts", "last_status", "error", "created_at", "delivered_at")
+    list_filter = ("status", "event", "created_at")
+    search_fields = ("url", "room__public_id", "room__title")
+    date_hierarchy = "created_at"
+    list_select_related = ("room",)
+    readonly_fields = ("event", "url", "room", "body", "status", "attempts", "last_status", "error", "created_at",
+                       "delivered_at")
+    actions = ("deliver_again",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Deliver again (failed notifications)")
+    def deliver_again(self, request: HttpRequest, queryset: QuerySet[HookDelivery]) -> None:
+        from .hooks import deliver_later
+
+        failed = list(queryset.filter(status=HookStatus.FAILED).values_list("pk", flat=True))
+        HookDelivery.objects.filter(pk__in=failed).update(status=HookStatus.PENDING, attempts=0)
+        for pk in failed:
+            deliver_later(pk, 0.0)
+        self.message_user(request, f"{len(failed)} notification(s) queued again", messages.SUCCESS)

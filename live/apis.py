@@ -223,6 +223,34 @@ class RoomRecordingControlApi(APIView):
                   http_status=status.HTTP_202_ACCEPTED)
 
 
+class StatApi(APIView):
+    """Staff: every media node's live streams (publisher, codecs, size, fps, bitrate in, uptime,
+    viewers per protocol and each viewer's id, address, protocol and bytes sent) and totals, as
+    the nodes last reported them (once a second)."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses={200: _envelope("Stat", serializers.DictField())})
+    def get(self, request: Request) -> Response:
+        nodes = selectors.node_stats()
+        streams = [{"node": n["node"], **s} for n in nodes for s in n["streams"]]
+        totals = {key: sum(n["totals"][key] for n in nodes) for key in ("streams", "viewers", "bytes_in", "bytes_out")}
+        return ok({"nodes": [{"node": n["node"], "uptime": n["uptime"], **n["totals"]} for n in nodes],
+                   "streams": streams, "totals": {**totals, "nodes": len(nodes)}})
+
+
+class ViewerDropApi(APIView):
+    """Staff: close one viewer (an id from /api/v1/stat) on the node that serves it."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(request=None, responses={202: _envelope("ViewerDropped", serializers.DictField())})
+    def post(self, request: Request, viewer_id: str) -> Response:
+        if not services.viewer_drop(viewer_id=viewer_id):
+            raise NotFound("no such viewer is watching now")
+        return ok({"viewer_id": viewer_id, "dropping": True}, http_status=status.HTTP_202_ACCEPTED)
+
+
 class RecordingApi(APIView):
     @extend_schema(responses={200: _envelope("RecordingDeleted", serializers.DictField())})
     def delete(self, request: Request, recording_id: str) -> Response:

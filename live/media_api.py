@@ -6,14 +6,18 @@ runs the synchronous service in Django's thread pool so the event loop never blo
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 
-from . import selectors, services
+from . import hooks, selectors, services
 from .events import room_event_send
 from .media_control import MediaControl, media_control_listen
 from .services import PublishRefused
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CallJoinRefused",
@@ -23,7 +27,11 @@ __all__ = [
     "call_join_authorize",
     "media_control_listen",
     "media_control_register",
+    "metrics_collectors",
+    "node_stat_report",
     "play_authorize",
+    "play_ended",
+    "play_started",
     "publish_authorize",
     "publish_ended",
     "recording_done",
@@ -42,18 +50,42 @@ class PublishGrant:
     recording: bool
 
 
-def _publish_start(stream_key: str, protocol: str, expected_public_id: str | None) -> PublishGrant:
+@dataclass(frozen=True, slots=True)
+class _LiveRoom:
+    """What play events need of a live room, kept here so a player costs no database query."""
+
+    room_pk: int
+    session_id: int
+    hooks: dict
+
+
+_live: dict[str, _LiveRoom] = {}  # public id -> the live room, while its session is open
+
+
+def _publish_start(stream_key: str, protocol: str, expected_public_id: str | None, client_addr: str) -> PublishGrant:
     session = services.publish_start(stream_key=stream_key, protocol=protocol,
-                                     expected_public_id=expected_public_id)
+                                     expected_public_id=expected_public_id, client_addr=client_addr)
     room = session.room
+    _live[room.public_id] = _LiveRoom(room.pk, session.pk, dict(room.hooks))
     return PublishGrant(room_id=room.pk, public_id=room.public_id, session_id=session.pk,
                         recording=room.recording)
 
 
-async def publish_authorize(*, stream_key: str, protocol: str, expected_public_id: str | None = None) -> PublishGrant:
-    """Check a stream key and open the live session; raises PublishRefused (reason "bad_key",
-    "wrong_room" when `expected_public_id` is given and the key is another room's, "already_live")."""
-    return await sync_to_async(_publish_start)(stream_key, protocol, expected_public_id)
+async def publish_authorize(*, stream_key: str, protocol: str, expected_public_id: str | None = None,
+                            client_addr: str = "") -> PublishGrant:
+    """Check a stream key, ask the on_publish hook when one is set, and open the live session;
+    raises PublishRefused (reason "bad_key", "wrong_room" when `expected_public_id` is given and
+    the key is another room's, "already_live", "hook_refused")."""
+    room = await sync_to_async(services.publish_check)(stream_key=stream_key, expected_public_id=expected_public_id)
+    if url := hooks.hook_url("on_publish", room.hooks):
+        body = hooks.payload("on_publish", room_id=room.public_id, session_id=None, protocol=protocol,
+                             client_addr=client_addr)
+        try:
+            await hooks.ask("on_publish", url, body)
+        except hooks.HookRefused as refused:
+            log.info("%s %s: publish to %s refused: %s", protocol, client_addr, room.public_id, refused)
+            raise PublishRefused("hook_refused", str(refused)) from None
+    return await sync_to_async(_publish_start)(stream_key, protocol, expected_public_id, client_addr)
 
 
 class CallJoinRefused(Exception):
@@ -85,6 +117,9 @@ async def call_join_authorize(*, public_id: str, user) -> None:
 
 
 async def publish_ended(*, session_id: int, reason: str, bytes_received: int, peak_viewers: int) -> None:
+    for public_id, live in list(_live.items()):
+        if live.session_id == session_id:
+            del _live[public_id]
     await sync_to_async(services.session_end)(
         session_id=session_id, reason=reason, bytes_received=bytes_received, peak_viewers=peak_viewers
     )
@@ -93,6 +128,56 @@ async def publish_ended(*, session_id: int, reason: str, bytes_received: int, pe
 async def play_authorize(*, public_id: str) -> bool:
     room = await sync_to_async(selectors.room_get_by_public_id)(public_id=public_id)
     return room is not None
+
+
+def _live_room(public_id: str) -> _LiveRoom | None:
+    room = selectors.room_get_by_public_id(public_id=public_id)
+    session = selectors.session_get_open(room=room) if room is not None else None
+    return None if session is None else _LiveRoom(room.pk, session.pk, dict(room.hooks))
+
+
+async def _live_get(public_id: str) -> _LiveRoom | None:
+    live = _live.get(public_id)
+    if live is None:  # published through another process: ask the database once
+        live = await sync_to_async(_live_room)(public_id)
+        if live is not None:
+            _live[public_id] = live
+    return live
+
+
+async def play_started(session) -> None:
+    """A player (a `media.hub.viewers.ViewerSession`) asks to play: ask the on_play hook when one
+    is set; raises PlayRefused("hook_refused") when it says no."""
+    from media.hub.viewers import PlayRefused
+
+    live = await _live_get(session.public_id)
+    url = hooks.hook_url("on_play", live.hooks if live else None)
+    if not url:
+        return
+    body = hooks.payload("on_play", room_id=session.public_id, session_id=live.session_id if live else None,
+                         protocol=session.protocol, client_addr=session.client_addr, viewer_id=session.id)
+    try:
+        await hooks.ask("on_play", url, body)
+    except hooks.HookRefused as refused:
+        raise PlayRefused("hook_refused", str(refused)) from None
+
+
+def play_ended(session) -> None:
+    """A player went: the on_play_done notification, when one is set (no database work otherwise)."""
+    live = _live.get(session.public_id)
+    if live is None or not hooks.hook_url("on_play_done", live.hooks):
+        return
+    fields = {"session_id": live.session_id, "protocol": session.protocol, "client_addr": session.client_addr,
+              "viewer_id": session.id, "bytes_sent": session.sent(),
+              "duration": round(time.time() - session.started, 3)}
+    notify = sync_to_async(hooks.notify, thread_sensitive=False)
+    task = asyncio.get_running_loop().create_task(
+        notify("on_play_done", room_pk=live.room_pk, public_id=session.public_id, overrides=live.hooks, **fields))
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
+
+
+_pending: set[asyncio.Task] = set()
 
 
 async def viewers_changed(*, public_id: str, count: int) -> None:
@@ -135,6 +220,26 @@ async def recording_done(plan, info: object, reason: str) -> None:
 
     await database_sync_to_async(recordings.recording_end, thread_sensitive=False)(
         recording_id=plan.recording_id, reason=reason)
+
+
+def metrics_collectors() -> list:
+    from .metrics import collectors
+
+    return collectors()
+
+
+NODE_STAT_TTL = 10  # s: a node that stops reporting drops out of /api/v1/stat after this
+
+
+async def node_stat_report(*, stat: dict) -> None:
+    """A media node's stats (media/stats.node_stat), kept per node for /api/v1/stat."""
+    from django.core.cache import cache
+
+    node = stat["node"]
+    await cache.aset(selectors.node_stat_key(node), stat, NODE_STAT_TTL)
+    nodes = await cache.aget(selectors.NODE_STAT_NODES) or {}
+    if node not in nodes:  # the list of nodes changes rarely: written only when it does
+        await cache.aset(selectors.NODE_STAT_NODES, {**nodes, node: True}, None)
 
 
 async def sessions_close_orphaned() -> int:

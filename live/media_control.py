@@ -3,7 +3,8 @@
 The control plane (admin, API, Celery) sends to the channel-layer group `media.control`:
 - `{"type": "media.drop", "public_id", "reason"}`: drop the room's publisher;
 - `{"type": "media.record", "public_id", "action": "start" | "stop"}`: start or stop recording
-  the room's live stream now, whatever the room's `recording` setting says for its sessions.
+  the room's live stream now, whatever the room's `recording` setting says for its sessions;
+- `{"type": "media.drop_viewer", "viewer_id"}`: close one player (an id from /api/v1/stat).
 Every media node listens on that group (`media_control_listen`) and the node that holds the
 room's stream acts and reports through `live.media_api` (the session's end, the recording's
 row). With the in-memory layer this stays in the process; with Redis it reaches every media node.
@@ -23,6 +24,7 @@ MEDIA_CONTROL_GROUP = "media.control"
 DROP = "media.drop"
 RECORD = "media.record"
 RECORD_ACTIONS = ("start", "stop")
+DROP_VIEWER = "media.drop_viewer"
 # Channel layers forget group members after a day; re-join well before that.
 _REJOIN_EVERY = 3600.0
 
@@ -36,6 +38,8 @@ class MediaControl(Protocol):
 
     async def recording_stop(self, public_id: str) -> bool: ...
 
+    async def viewer_drop(self, viewer_id: str) -> bool: ...
+
 
 async def drop_publisher_request_async(*, public_id: str, reason: str) -> None:
     layer = get_channel_layer()
@@ -44,6 +48,10 @@ async def drop_publisher_request_async(*, public_id: str, reason: str) -> None:
 
 def drop_publisher_request(*, public_id: str, reason: str) -> None:
     async_to_sync(drop_publisher_request_async)(public_id=public_id, reason=reason)
+
+
+def viewer_drop_request(*, viewer_id: str) -> None:
+    async_to_sync(get_channel_layer().group_send)(MEDIA_CONTROL_GROUP, {"type": DROP_VIEWER, "viewer_id": viewer_id})
 
 
 def recording_request(*, public_id: str, action: str) -> None:
@@ -101,5 +109,7 @@ async def _carry(control: MediaControl, message: dict) -> None:
         elif kind == RECORD and message.get("action") == "stop":
             if await control.recording_stop(public_id):
                 log.info("media control: recording of %s stopped by staff", public_id)
+        elif kind == DROP_VIEWER:
+            await control.viewer_drop(str(message.get("viewer_id")))
     except Exception:
         log.exception("media control: %s of %s failed", kind, public_id)

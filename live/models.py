@@ -53,6 +53,11 @@ class Room(models.Model):
     # SHA-256 of the stream key. The key itself is shown once (creation, rotation) and never stored.
     stream_key_hash = models.CharField(max_length=64, unique=True, editable=False)
     key_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Staff's per-room webhook URLs, e.g. {"on_publish": "https://..."}: they replace HOOK_ON_*
+    # for this room ("" turns one off). See live/hooks.py.
+    hooks = models.JSONField(default=dict, blank=True,
+                             help_text='Per-room webhook URLs replacing HOOK_ON_*, e.g. {"on_publish": "https://..."}; '
+                                       '"" turns one off.')
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -65,6 +70,24 @@ class Room(models.Model):
 
     def __str__(self) -> str:
         return f"{self.title} ({self.public_id})"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+        from django.core.validators import URLValidator
+
+        from .hooks import SETTINGS
+
+        self.hooks = self.hooks or {}
+        if not isinstance(self.hooks, dict):
+            raise ValidationError({"hooks": "a JSON object of event: URL"})
+        for event, url in self.hooks.items():
+            if event not in SETTINGS:
+                raise ValidationError({"hooks": f"unknown event {event!r}; events: {', '.join(SETTINGS)}"})
+            if url:
+                try:
+                    URLValidator(schemes=["http", "https"])(url)
+                except ValidationError:
+                    raise ValidationError({"hooks": f"{event}: not an http(s) URL"}) from None
 
     @property
     def is_live(self) -> bool:
@@ -79,6 +102,7 @@ class LiveSession(models.Model):
     end_reason = models.CharField(max_length=20, choices=EndReason.choices, blank=True, default="")
     peak_viewers = models.PositiveIntegerField(default=0)
     bytes_received = models.PositiveBigIntegerField(default=0)
+    client_addr = models.CharField(max_length=64, blank=True, default="")  # the publisher's, "ip:port"
 
     class Meta:
         ordering = ["-started_at"]
@@ -143,3 +167,31 @@ class Recording(models.Model):
     def part_name(self) -> str:
         """The fragmented MP4 written while live (no stream key in any name)."""
         return f"{self.public_id}.part.mp4"
+
+
+class HookStatus(models.TextChoices):
+    PENDING = "pending"  # queued, or waiting for its next try
+    DELIVERED = "delivered"
+    FAILED = "failed"  # every try failed
+
+
+class HookDelivery(models.Model):
+    """One notification webhook (on_publish_done, on_play_done, on_record_done) and its tries."""
+
+    event = models.CharField(max_length=20)
+    url = models.URLField(max_length=500)
+    room = models.ForeignKey(Room, on_delete=models.SET_NULL, null=True, blank=True, related_name="hook_deliveries")
+    body = models.TextField()  # the JSON sent, as signed
+    status = models.CharField(max_length=10, choices=HookStatus.choices, default=HookStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_status = models.PositiveIntegerField(null=True, blank=True)  # the receiver's last HTTP status
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "-created_at"], name="hook_status_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.event} to {self.url} ({self.status})"

@@ -158,7 +158,21 @@ def recording_finalize(*, recording_id: str) -> Recording:
         final.unlink(missing_ok=True)
         thumb.unlink(missing_ok=True)
     log.info("recording %s ready: %.1f s, %d bytes, %s", recording_id, finished.duration, finished.size, file_name)
-    return Recording.objects.get(pk=recording.pk)
+    recording = Recording.objects.select_related("room").get(pk=recording.pk)
+    _record_done_notify(recording)
+    return recording
+
+
+def _record_done_notify(recording: Recording) -> None:
+    from . import hooks
+    from .recording_files import recording_file_url
+
+    room = recording.room
+    url = recording_file_url(recording, "mp4")
+    hooks.notify("on_record_done", room_pk=room.pk, public_id=room.public_id, overrides=room.hooks,
+                 session_id=recording.session_id,
+                 recording={"id": recording.public_id, "duration": recording.duration, "size": recording.size,
+                            "url": url if url.startswith("http") else settings.PUBLIC_URL + url})
 
 
 def recordings_recover() -> int:

@@ -69,6 +69,22 @@ def stream_media_get(*, public_id: str) -> dict | None:
     return cache.get(stream_media_key(public_id))
 
 
+NODE_STAT_NODES = "live:stat:nodes"
+
+
+def node_stat_key(node: str) -> str:
+    return f"live:stat:node:{node}"
+
+
+def node_stats() -> list[dict]:
+    """Each media node's last stats report (those that reported in the last seconds)."""
+    from django.core.cache import cache
+
+    nodes = cache.get(NODE_STAT_NODES) or {}
+    found = cache.get_many([node_stat_key(node) for node in nodes])
+    return [found[node_stat_key(node)] for node in sorted(nodes) if node_stat_key(node) in found]
+
+
 def recording_list(*, room: Room) -> QuerySet[Recording]:
     return Recording.objects.filter(room=room).order_by("-started_at")
 

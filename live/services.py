@@ -11,7 +11,7 @@ from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from . import media_control
+from . import hooks, media_control
 from .events import room_event_send_sync
 from .models import CallAccess, EndReason, LiveSession, PushProtocol, Room, RoomStatus
 from .selectors import room_get_by_stream_key, session_get_open
@@ -103,25 +103,44 @@ def room_end_live(*, room: Room, reason: str = EndReason.DROPPED_BY_STAFF) -> bo
     return was_live
 
 
+def viewer_drop(*, viewer_id: str) -> bool:
+    """Staff: close one viewer; False when no node reports it watching."""
+    from .selectors import node_stats
+
+    watching = any(v["id"] == viewer_id for n in node_stats() for s in n["streams"] for v in s["viewer_list"])
+    if watching:
+        media_control.viewer_drop_request(viewer_id=viewer_id)
+    return watching
+
+
 def room_delete(*, room: Room) -> None:
     if room.is_live:
         room_end_live(room=room, reason=EndReason.DROPPED_BY_STAFF)
     room.delete()
 
 
-@transaction.atomic
-def publish_start(*, stream_key: str, protocol: str, expected_public_id: str | None = None) -> LiveSession:
-    """Authorize a publish by stream key and open its live session. WHIP names the room in
-    its URL (`expected_public_id`): a key of another room is refused before anything opens."""
+def publish_check(*, stream_key: str, expected_public_id: str | None = None) -> Room:
+    """The room a publish with this key is for, or PublishRefused. WHIP names the room in its URL
+    (`expected_public_id`): a key of another room is refused before anything opens."""
     room = room_get_by_stream_key(stream_key=stream_key)
     if room is None:
         raise PublishRefused("bad_key", f"unknown or rotated stream key {stream_key_log_id(stream_key)}")
     if expected_public_id is not None and room.public_id != expected_public_id:
         raise PublishRefused("wrong_room", f"stream key {stream_key_log_id(stream_key)} is not for this room")
+    if room.is_live or session_get_open(room=room) is not None:
+        raise PublishRefused("already_live", f"room {room.public_id} already has a publisher")
+    return room
+
+
+@transaction.atomic
+def publish_start(*, stream_key: str, protocol: str, expected_public_id: str | None = None,
+                  client_addr: str = "") -> LiveSession:
+    """Authorize a publish by stream key and open its live session (see `publish_check`)."""
+    room = publish_check(stream_key=stream_key, expected_public_id=expected_public_id)
     room = Room.objects.select_for_update().get(pk=room.pk)
     if room.is_live or session_get_open(room=room) is not None:
         raise PublishRefused("already_live", f"room {room.public_id} already has a publisher")
-    session = LiveSession.objects.create(room=room, protocol=protocol)
+    session = LiveSession.objects.create(room=room, protocol=protocol, client_addr=client_addr[:64])
     room.status = RoomStatus.LIVE
     room.save(update_fields=["status", "updated_at"])
     public_id = room.public_id
@@ -146,6 +165,12 @@ def session_end(*, session_id: int, reason: str, bytes_received: int = 0, peak_v
         session.end_reason = reason
         session.save(update_fields=["ended_at", "end_reason"])
         _room_set_offline(session.room)
+        room = session.room
+        hooks.notify("on_publish_done", room_pk=room.pk, public_id=room.public_id, overrides=room.hooks,
+                     session_id=session.pk, protocol=session.protocol, client_addr=session.client_addr,
+                     reason=reason, duration=round((session.ended_at - session.started_at).total_seconds(), 3),
+                     bytes_received=max(bytes_received, session.bytes_received),
+                     peak_viewers=max(peak_viewers, session.peak_viewers))
 
 
 def sessions_close_orphaned(*, reason: str = EndReason.ERROR) -> int:

@@ -51,6 +51,18 @@ def recordings_recover() -> int:
 
 
 @shared_task
+def hook_deliver(delivery_id: int) -> str:
+    """One try of a notification webhook; queues the next try (exponential backoff) if it failed."""
+    from . import hooks
+
+    delay = hooks.deliver(delivery_id)
+    if delay is None:
+        return "done"
+    hook_deliver.apply_async((delivery_id,), countdown=delay)
+    return f"retry in {delay:g} s"
+
+
+@shared_task
 def storage_expire() -> dict[str, int]:
     """Hourly: recordings past RECORDINGS_RETENTION_DAYS, and HLS files of streams no longer live
     (a media node that died before its cleanup), when this host shares the node's HLS_PATH."""

@@ -15,5 +15,7 @@ urlpatterns = [
     path("live/<str:public_id>/recordings", apis.RoomRecordingsApi.as_view(), name="live-recordings"),
     re_path(r"^live/(?P<public_id>[^/]+)/recording/(?P<action>start|stop)$", apis.RoomRecordingControlApi.as_view(),
             name="live-recording-control"),
+    path("stat", apis.StatApi.as_view(), name="stat"),
+    path("stat/viewers/<str:viewer_id>/drop", apis.ViewerDropApi.as_view(), name="stat-viewer-drop"),
     path("recordings/<str:recording_id>", apis.RecordingApi.as_view(), name="recording"),
 ]

@@ -7,6 +7,7 @@ The control plane maps its Django settings onto these names later; tests build a
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -80,6 +81,10 @@ class MediaConfig:
     # "drop" (drop them when none is a reference: no CPU, but the frame rate falls by their share,
     # e.g. 30 -> 7.5 fps with 3 B-frames; a reference B-frame still makes it re-encode).
     webrtc_bframes: str = "reencode"
+    # This node's name in the stats and metrics (MEDIA_NODE_ID; default: the host name).
+    node_id: str = ""
+    # /metrics answers loopback clients, and others that send this as a bearer token ("": none).
+    metrics_token: str = ""
 
     def __post_init__(self) -> None:
         if self.webrtc_bframes not in ("reencode", "drop"):
@@ -120,4 +125,6 @@ class MediaConfig:
                                          _float(env, "HLS_FRAGMENT", d.hls_fragment)),
             transcode_max=_int(env, "TRANSCODE_MAX", -1) if env.get("TRANSCODE_MAX", "").strip() else None,
             webrtc_bframes=env.get("WEBRTC_BFRAMES", "").strip().lower() or d.webrtc_bframes,
+            node_id=env.get("MEDIA_NODE_ID", "").strip() or socket.gethostname(),
+            metrics_token=env.get("METRICS_TOKEN", "").strip(),
         )

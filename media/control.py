@@ -39,6 +39,14 @@ class ControlPlane:
     # async (plan, info, reason) -> None when its file is closed; None: nothing is recorded
     recording_wanted: Callable[..., Awaitable[Any]] | None = None
     recording_done: Callable[[Any, Any, str], Awaitable[None]] | None = None
+    # async (ViewerSession) -> None before a player starts (raises media.hub.viewers.PlayRefused),
+    # and (ViewerSession) -> None when it went: see media/hub/viewers.py
+    play_started: Callable[[Any], Awaitable[None]] | None = None
+    play_ended: Callable[[Any], None] | None = None
+    # async (*, stat) -> None: the node's stats (media/stats.node_stat), once a second
+    node_stat_report: Callable[..., Awaitable[None]] | None = None
+    # () -> prometheus_client collectors the control plane adds to the node's /metrics
+    metrics_collectors: Callable[[], list] | None = None
 
     @classmethod
     def from_live(cls) -> ControlPlane:
@@ -54,6 +62,10 @@ class ControlPlane:
             stream_described=media_api.stream_described,
             recording_wanted=media_api.recording_wanted,
             recording_done=media_api.recording_done,
+            play_started=media_api.play_started,
+            play_ended=media_api.play_ended,
+            node_stat_report=media_api.node_stat_report,
+            metrics_collectors=media_api.metrics_collectors,
         )
 
 

@@ -27,6 +27,7 @@ from .config import MediaConfig
 from .control import ControlPlane
 from .flv.from_hub import CHUNKED_END, FlvFanout, FlvViewer
 from .hub.registry import StreamRegistry
+from .hub.viewers import PlayRefused, ViewerSession
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ class HttpConnection(asyncio.Protocol):
         self._abort_timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task | None = None
         self.viewer: FlvViewer | None = None
+        self.viewer_session: ViewerSession | None = None
         self.peer: str = "?"
 
     # ------------------------------------------------------------- asyncio callbacks
@@ -157,7 +159,13 @@ class HttpConnection(asyncio.Protocol):
         if viewer is not None and viewer.fanout is not None:
             viewer.fanout.remove(viewer)
         self.viewer = None
+        self.viewer_session_end()
         self.server.connections.discard(self)
+
+    def viewer_session_end(self) -> None:
+        session, self.viewer_session = self.viewer_session, None
+        if session is not None:
+            self.server.registry.viewers.close(session)
 
     def pause_writing(self) -> None:  # the hub polls get_write_buffer_size() instead
         pass
@@ -293,6 +301,10 @@ class HttpConnection(asyncio.Protocol):
         if t is None or self.state == CLOSED:
             return
         self.state = CLOSED
+        viewer, self.viewer = self.viewer, None
+        if viewer is not None and viewer.fanout is not None:
+            viewer.fanout.remove(viewer)
+        self.viewer_session_end()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -396,11 +408,20 @@ class MediaHttpServer:
             else:
                 conn.close()
             return
-        if conn.state != HANDLING:
-            return  # the client went away while we were authorizing
+        try:
+            session = await self.registry.viewers.open(public_id, "flv", conn.peer)
+        except PlayRefused as refused:
+            conn.respond(403, f"{refused.reason}: {refused.message}\n", keep_alive=False)
+            return
+        if conn.state != HANDLING or stream.closed:
+            self.registry.viewers.close(session)
+            return  # the client (or the stream) went away while we were authorizing
         conn.start_stream(200, headers)
         viewer = HttpFlvViewer(conn)
         conn.viewer = viewer
+        conn.viewer_session = session
+        session.sent = lambda: viewer.sent
+        session.drop = conn.end_stream
         stream.fanout(FlvFanout).add(viewer)
 
     # ------------------------------------------------------------- lifecycle

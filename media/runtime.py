@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from prometheus_client import CollectorRegistry
 
 from rtmp.server import RtmpServer
 
@@ -15,11 +18,14 @@ from .config import MediaConfig
 from .control import ControlPlane
 from .hls.files import HlsFiles
 from .hls.from_hub import HlsConfig, HlsService
+from .hls.players import HlsPlayers
 from .hls.segmenter import HlsOptions
 from .http_server import MediaHttpServer
 from .hub.registry import StreamRegistry
 from .hub.stream import Stream
+from .metrics import LoopLag, MediaCollector, MetricsRoute
 from .record.from_hub import RecorderService
+from .stats import StreamRates, node_stat
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +95,9 @@ class NodeControl:
     async def recording_stop(self, public_id: str) -> bool:
         return self.recorder is not None and self.recorder.stop(public_id)
 
+    async def viewer_drop(self, viewer_id: str) -> bool:
+        return self.registry.viewers.drop(viewer_id)
+
 
 @dataclass(eq=False)
 class MediaPlane:
@@ -104,6 +113,9 @@ class MediaPlane:
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _reported: dict[str, int] = field(default_factory=dict)
     _described: dict[str, tuple[dict, float]] = field(default_factory=dict)
+    rates: StreamRates = field(default_factory=StreamRates)
+    started: float = field(default_factory=time.time)
+    metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     stopped: bool = False
 
     @property
@@ -118,8 +130,27 @@ class MediaPlane:
     async def _stats_loop(self) -> None:
         while True:
             await asyncio.sleep(STATS_EVERY)
+            self.rates.sample(self.registry.streams())
+            if self.hls is not None and self.hls.players is not None:
+                self.hls.players.sweep()
             await self.report_viewers()
             await self.report_media()
+            await self.report_stat()
+
+    def node_stat(self) -> dict:
+        """This node's streams, viewers and totals (`media.stats`), as /api/v1/stat shows them."""
+        def transcodes(stream: Stream) -> list:
+            return stream_media(stream)["transcodes"]
+
+        return node_stat(self.registry, self.rates, self.config.node_id, self.started, transcodes)
+
+    async def report_stat(self) -> None:
+        if self.control.node_stat_report is None:
+            return
+        try:
+            await self.control.node_stat_report(stat=self.node_stat())
+        except Exception:
+            log.exception("media: node_stat_report failed")
 
     async def report_media(self) -> None:
         """Send each live stream's description when it changed, and every DESCRIBE_EVERY s."""
@@ -189,7 +220,9 @@ def _start_hls(config: MediaConfig, registry: StreamRegistry, http: MediaHttpSer
     if removed := hls.remove_stale():
         log.info("hls: removed %d stale file(s) from %s", removed, root)
     registry.on_start.append(hls.stream_started)
-    http.add_route("/hls/", HlsFiles(root, hls.demand).handle)
+    players = HlsPlayers(registry.viewers, idle=max(10.0, 4 * config.hls_fragment))
+    hls.players = players
+    http.add_route("/hls/", HlsFiles(root, hls.demand, players, lambda public_id: public_id in registry).handle)
     return hls
 
 
@@ -201,6 +234,14 @@ def _start_recorder(config: MediaConfig, registry: StreamRegistry, control: Cont
     recorder = RecorderService(root, control.recording_wanted, control.recording_done)
     registry.on_start.append(recorder.stream_started)
     return recorder
+
+
+_planes: list[MediaPlane] = []
+
+
+def current_plane() -> MediaPlane | None:
+    """The media plane running in this process (the web's /metrics and tests read it), if any."""
+    return _planes[0] if _planes and not _planes[0].stopped else None
 
 
 async def start_media_plane(
@@ -220,6 +261,7 @@ async def start_media_plane(
     config = config or MediaConfig.from_env()
     control = control or ControlPlane.from_live()
     registry = registry if registry is not None else StreamRegistry(config)
+    registry.viewers.authorize, registry.viewers.ended = control.play_started, control.play_ended
     rtmp = RtmpServer(config, registry, control)
     http = MediaHttpServer(config, registry, control)
     plane = MediaPlane(config, control, registry, rtmp, http, hls=_start_hls(config, registry, http),
@@ -231,6 +273,12 @@ async def start_media_plane(
         await plane.stop()
         raise
     plane._tasks.append(asyncio.get_running_loop().create_task(plane._stats_loop(), name="media-stats"))
+    plane.metrics.register(MediaCollector(plane))
+    for collector in control.metrics_collectors() if control.metrics_collectors else []:
+        plane.metrics.register(collector)
+    plane._tasks.append(asyncio.get_running_loop().create_task(LoopLag(plane.metrics).run(), name="loop-lag"))
+    http.add_route("/metrics", MetricsRoute(plane.metrics, config.metrics_token).handle)
+    _planes[:] = [plane]
     if register_control and control.media_control_register is not None:
         task = control.media_control_register(plane.node_control)
         if isinstance(task, asyncio.Task):

@@ -5,6 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from live.health import health
+from live.metrics import metrics_view
 from live.pages import watch
 from live.recording_files import recording_file
 
@@ -17,6 +18,7 @@ def flv_redirect(request: HttpRequest, public_id: str) -> HttpResponseRedirect:
 
 urlpatterns = [
     path("health", health, name="health"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/schema", SpectacularAPIView.as_view(), name="openapi-schema"),
     path("api/v1/", include("live.urls")),

@@ -17,6 +17,7 @@ from media.codecs.errors import CodecError
 from media.control import ERROR, PUBLISHER_LEFT, normalize_end_reason
 from media.hub.registry import StreamAlreadyLive
 from media.hub.stream import Stream
+from media.hub.viewers import PlayRefused, ViewerSession
 from rtmp.codec.connection import ServerConnection
 from rtmp.codec.errors import RtmpProtocolError
 from rtmp.codec.message import (
@@ -74,7 +75,7 @@ class RtmpConnection(asyncio.Protocol):
         self._next_stream_id = 1
         self._timer: asyncio.TimerHandle | None = None
         self._abort_timer: asyncio.TimerHandle | None = None
-        self._busy: asyncio.Task | None = None  # the publish authorization
+        self._busy: asyncio.Task | None = None  # the publish or play authorization
         self._last_data = 0.0
         # publisher
         self.publishing = False  # a publish was requested (authorizing or live)
@@ -86,6 +87,7 @@ class RtmpConnection(asyncio.Protocol):
         # player
         self.player: RtmpPlayer | None = None
         self.play_name = ""
+        self.viewer_session: ViewerSession | None = None
 
     # ------------------------------------------------------------- asyncio callbacks
 
@@ -236,6 +238,7 @@ class RtmpConnection(asyncio.Protocol):
 
     def _refuse_publish(self, stream_id: int, key: str, why: str) -> None:
         log.info("rtmp %s: publish refused for %s: %s", self.peer, key_log_id(key), why)
+        self.server.registry.publish_refused[why.split(":", 1)[0] if ":" in why else "error"] += 1
         if not self.closed and self.transport is not None:
             self.transport.write(self.codec.on_status(
                 stream_id, level="error", code="NetStream.Publish.BadName", description=why,
@@ -247,7 +250,7 @@ class RtmpConnection(asyncio.Protocol):
         control = self.server.control
         try:
             try:
-                grant = await control.publish_authorize(stream_key=key, protocol="rtmp")
+                grant = await control.publish_authorize(stream_key=key, protocol="rtmp", client_addr=self.peer)
             except control.publish_refused as e:
                 reason = getattr(e, "reason", "refused")
                 self._refuse_publish(stream_id, key, f"{reason}: {getattr(e, 'message', e)}"
@@ -267,7 +270,7 @@ class RtmpConnection(asyncio.Protocol):
             self.server.report_end(grant.session_id, PUBLISHER_LEFT, self.codec.bytes_received, 0)
             return
         try:
-            self.stream = self.server.registry.start(public_id, publisher=self, protocol="rtmp")
+            self.stream = self.server.registry.start(public_id, publisher=self, protocol="rtmp", client_addr=self.peer)
         except StreamAlreadyLive:
             self.server.report_end(grant.session_id, ERROR, self.codec.bytes_received, 0)
             self._refuse_publish(stream_id, key, f"already_live: {public_id} already has a publisher")
@@ -333,11 +336,44 @@ class RtmpConnection(asyncio.Protocol):
             stream = for_flv(stream)  # a WebRTC publisher's VP8/Opus as H.264/AAC
         except TranscodeRefused as exc:
             log.warning("rtmp %s: play of %s refused: %s", self.peer, name[:64], exc)
-            self.transport.write(self.codec.on_status(  # type: ignore[union-attr]
-                ev.stream_id, level="error", code="NetStream.Play.Failed", description=str(exc)))
-            self.close()
+            self._refuse_play(ev.stream_id, str(exc))
             return
-        self._start_playing(ev.stream_id, stream)
+        self._busy = self.server.spawn(self._authorize_play(ev.stream_id, stream), name=f"rtmp-play-{self.peer}")
+
+    def _refuse_play(self, stream_id: int, why: str) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(self.codec.on_status(
+                stream_id, level="error", code="NetStream.Play.Failed", description=why))
+        self.close()
+
+    async def _authorize_play(self, stream_id: int, stream: Stream) -> None:
+        """The control plane's word on this player (the on_play hook), then its start."""
+        viewers = self.server.registry.viewers
+        try:
+            session = await viewers.open(stream.public_id, "rtmp", self.peer)
+        except PlayRefused as refused:
+            self._refuse_play(stream_id, f"{refused.reason}: {refused.message}")
+            return
+        except Exception as e:
+            log.exception("rtmp %s: play authorization failed", self.peer)
+            self._refuse_play(stream_id, f"authorization failed ({type(e).__name__})")
+            return
+        finally:
+            self._busy = None
+        if self.closed or stream.closed:
+            viewers.close(session)
+            return
+        self.viewer_session = session
+        session.drop = self.close
+        self._start_playing(stream_id, stream)
+        player = self.player
+        if player is not None:
+            session.sent = lambda: player.sent
+
+    def _viewer_session_end(self) -> None:
+        session, self.viewer_session = self.viewer_session, None
+        if session is not None:
+            self.server.registry.viewers.close(session)
 
     def _play_not_found(self, stream_id: int, name: str) -> None:
         log.info("rtmp %s: play of %r: not found", self.peer, name[:64])
@@ -368,6 +404,7 @@ class RtmpConnection(asyncio.Protocol):
         stream.fanout(RtmpFanout).add(player)
 
     def _stop_playing(self) -> None:
+        self._viewer_session_end()
         player, self.player = self.player, None
         if player is not None:
             if player.fanout is not None:
@@ -388,6 +425,7 @@ class RtmpConnection(asyncio.Protocol):
             self._end_publish(PUBLISHER_LEFT)
         if self.player is not None:
             self._stop_playing()
+        self._viewer_session_end()
 
     def _fail(self, why: str) -> None:
         log.info("rtmp %s: %s; closing the connection", self.peer, why)
@@ -402,6 +440,7 @@ class RtmpConnection(asyncio.Protocol):
             return
         if self.player is not None:
             self._stop_playing()
+        self._viewer_session_end()
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
@@ -414,6 +453,7 @@ class RtmpConnection(asyncio.Protocol):
         t = self.transport
         if self.player is not None:
             self._stop_playing()
+        self._viewer_session_end()
         self.closed = True
         if t is not None:
             t.abort()

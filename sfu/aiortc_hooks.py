@@ -524,3 +524,8 @@ def ice_loopback_only():
     finally:
         _ice.update(saved[0])
         aioice.ice.CONSENT_INTERVAL, aioice.ice.CONSENT_FAILURES, aioice.ice.asyncio = saved[1:]
+
+
+def rtp_bytes_sent(pc) -> int:
+    """RTP payload bytes a peer connection has sent (its senders' RTCP sender-report counts)."""
+    return sum(getattr(sender, "_RTCRtpSender__octet_count", 0) for sender in pc.getSenders())

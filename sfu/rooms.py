@@ -25,7 +25,9 @@ from media.config import MediaConfig
 from media.control import normalize_end_reason
 from media.hub.registry import StreamAlreadyLive, StreamRegistry
 from media.hub.stream import Stream
+from media.hub.viewers import PlayRefused
 
+from .aiortc_hooks import rtp_bytes_sent
 from .from_hub import stream_out
 from .sdp import SfuError
 from .session import PublisherSession, Session, SubscriberSession, publisher_open, subscriber_open
@@ -115,7 +117,8 @@ class Sfu:
 
     # -- broadcast: WHIP / WHEP / socket offer ----------------------------------------------------
 
-    async def broadcast_start(self, public_id: str, stream_key: str, offer: str) -> tuple[PublisherSession, str]:
+    async def broadcast_start(self, public_id: str, stream_key: str, offer: str,
+                              client_addr: str = "") -> tuple[PublisherSession, str]:
         from .sdp import codec_choose, offer_parse
 
         parsed = offer_parse(offer, sending=True)  # refuse bad offers before opening a live session
@@ -125,8 +128,11 @@ class Sfu:
             raise SfuError(401, "no_key", "send the stream key as Authorization: Bearer <stream key>")
         try:
             grant = await media_api.publish_authorize(stream_key=stream_key, protocol="webrtc",
-                                                      expected_public_id=public_id)
+                                                      expected_public_id=public_id, client_addr=client_addr)
         except media_api.PublishRefused as refused:
+            self.registry.publish_refused[refused.reason] += 1
+            if refused.reason == "hook_refused":
+                raise SfuError(403, "hook_refused", refused.message) from None
             if refused.reason == "already_live":
                 raise SfuError(409, "already_live", "this room already has a publisher") from None
             if refused.reason == "wrong_room":
@@ -140,8 +146,9 @@ class Sfu:
             raise
         try:
             stream = self.registry.start(public_id, BroadcastPublisher(session), protocol="webrtc",
-                                         keyframe_source=session.source.request_keyframe)
+                                         keyframe_source=session.source.request_keyframe, client_addr=client_addr)
         except StreamAlreadyLive:
+            self.registry.publish_refused["already_live"] += 1
             await session.abort()
             await self._end_session(grant, "error", 0, 0)
             raise SfuError(409, "already_live", "this room already has a publisher") from None
@@ -176,7 +183,7 @@ class Sfu:
         self._forget_room_if_empty(room)
         log.info("sfu: %s WebRTC publisher gone (%s)", room.public_id, reason)
 
-    async def view_start(self, public_id: str, offer: str) -> tuple[SubscriberSession, str]:
+    async def view_start(self, public_id: str, offer: str, client_addr: str = "") -> tuple[SubscriberSession, str]:
         """Play the room's hub stream over WebRTC, whoever publishes it (RTMP or WebRTC).
 
         A stream the registry holds is a live room's: no database round trip for it.
@@ -186,10 +193,22 @@ class Sfu:
             if not await media_api.play_authorize(public_id=public_id):
                 raise SfuError(404, "room_not_found", "room not found")
             raise SfuError(404, "not_live", "this room is not live now")
-        await _first_media(stream)
-        watched = playable(stream, WEBRTC)  # AAC as Opus, B-frames re-encoded: once per stream
-        session, answer = await subscriber_open(offer, stream_out(watched, self.latency),
-                                                on_closed=self._viewer_closed)
+        viewers = self.registry.viewers
+        try:
+            viewer = await viewers.open(public_id, "webrtc", client_addr)
+        except PlayRefused as refused:
+            raise SfuError(403, refused.reason, refused.message) from None
+        try:
+            await _first_media(stream)
+            watched = playable(stream, WEBRTC)  # AAC as Opus, B-frames re-encoded: once per stream
+            session, answer = await subscriber_open(offer, stream_out(watched, self.latency),
+                                                    on_closed=self._viewer_closed)
+        except BaseException:
+            viewers.close(viewer)
+            raise
+        session.viewer = viewer  # type: ignore[attr-defined]
+        viewer.sent = lambda: rtp_bytes_sent(session.pc)
+        viewer.drop = lambda: asyncio.ensure_future(session.close("dropped_by_staff"))
         session.notes[:0] = rendition_notes(stream, WEBRTC)
         room = self.room(public_id)
         session.room = room  # type: ignore[attr-defined]
@@ -202,6 +221,9 @@ class Sfu:
 
     async def _viewer_closed(self, session: Session, reason: str) -> None:
         self._closed(session, reason)
+        viewer = getattr(session, "viewer", None)
+        if viewer is not None:
+            self.registry.viewers.close(viewer)
         room: RtcRoom = session.room  # type: ignore[attr-defined]
         room.viewers.discard(session)  # type: ignore[arg-type]
         self._forget_room_if_empty(room)

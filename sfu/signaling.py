@@ -94,6 +94,11 @@ def handles_errors(handler):
     return wrapped
 
 
+def _peer(consumer) -> str:
+    client = consumer.scope.get("client") or ("", 0)
+    return f"{client[0]}:{client[1]}" if client[0] else ""
+
+
 @handles_errors
 async def on_offer(consumer, message: dict) -> dict:
     sdp = _field(message, "sdp")
@@ -101,9 +106,9 @@ async def on_offer(consumer, message: dict) -> dict:
     sfu = sfu_get()
     if consumer.role == "publisher":
         key = _field(message, "stream_key") or ""
-        session, answer = await sfu.broadcast_start(consumer.room_id, str(key), sdp)
+        session, answer = await sfu.broadcast_start(consumer.room_id, str(key), sdp, client_addr=_peer(consumer))
     else:
-        session, answer = await sfu.view_start(consumer.room_id, sdp)
+        session, answer = await sfu.view_start(consumer.room_id, sdp, client_addr=_peer(consumer))
     state["sessions"][session.id] = session
     data = {"sdp": answer, "session_id": session.id}
     if getattr(session, "notes", None):

@@ -74,6 +74,11 @@ def _preflight(methods: str) -> HttpResponse:
     return response
 
 
+def client_addr(request: HttpRequest) -> str:
+    host, port = request.META.get("REMOTE_ADDR", ""), request.META.get("REMOTE_PORT", "")
+    return f"{host}:{port}" if port else host
+
+
 def _bearer(request: HttpRequest) -> str:
     auth = request.headers.get("Authorization", "")
     scheme, _, token = auth.partition(" ")
@@ -98,12 +103,14 @@ async def _offer_view(request: HttpRequest, kind: str, public_id: str, start) ->
 @csrf_exempt
 async def whip(request: HttpRequest, public_id: str) -> HttpResponse:
     return await _offer_view(request, "whip", public_id,
-                             lambda offer: sfu_get().broadcast_start(public_id, _bearer(request), offer))
+                             lambda offer: sfu_get().broadcast_start(public_id, _bearer(request), offer,
+                                                                     client_addr=client_addr(request)))
 
 
 @csrf_exempt
 async def whep(request: HttpRequest, public_id: str) -> HttpResponse:
-    return await _offer_view(request, "whep", public_id, lambda offer: sfu_get().view_start(public_id, offer))
+    return await _offer_view(request, "whep", public_id,
+                             lambda offer: sfu_get().view_start(public_id, offer, client_addr=client_addr(request)))
 
 
 async def _resource(request: HttpRequest, kind: str, session_id: str) -> HttpResponse:

@@ -109,6 +109,8 @@ class HlsService:
         self._writer_of: dict[str, HlsWriter] = {}
         self._on_demand: dict[str, Stream] = {}  # live streams whose HLS needs a transcode first
         self._demanded: dict[str, float] = {}  # their last playlist request (monotonic s)
+        self._segments_ended = 0
+        self.players = None  # media/hls/players.HlsPlayers, set by the runtime when it counts players
         self._ended_at: dict[str, float] = {}
         self._cleanups: dict[str, asyncio.TimerHandle] = {}
 
@@ -184,6 +186,7 @@ class HlsService:
         except Exception:
             log.exception("hls %s: segmenting failed", public_id)
         finally:
+            self._segments_ended += writer.segmenter.segments
             if self._writers.get(public_id) is asyncio.current_task():
                 del self._writers[public_id]
                 self._writer_of.pop(public_id, None)
@@ -218,3 +221,8 @@ class HlsService:
     @property
     def active(self) -> int:
         return len(self._writers)
+
+    @property
+    def segments_written(self) -> int:
+        """Segments finished since start, every stream's."""
+        return self._segments_ended + sum(w.segmenter.segments for w in self._writer_of.values())

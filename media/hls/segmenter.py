@@ -89,6 +89,8 @@ class HlsSegmenter:
         self._audio_skipped = False
         self.packets = 0
         self.skipped = 0
+        self.segments = 0  # segments finished, by FFmpeg's own rule (below)
+        self._start_pts: int | None = None
 
     # ---------------------------------------------------------------- input
 
@@ -206,8 +208,18 @@ class HlsSegmenter:
         packet.dts = unit.dts
         packet.pts = unit.pts
         packet.is_keyframe = unit.keyframe or unit.kind == AUDIO
+        if unit.kind == VIDEO:
+            self._count_cut(unit)
         self._container.mux(packet)
         self.packets += 1
+
+    def _count_cut(self, unit: AccessUnit) -> None:
+        """FFmpeg's hls muxer cuts at the first video keyframe at or past `fragment` x (segments
+        so far + 1) from the first packet: a segment is finished there."""
+        if self._start_pts is None:
+            self._start_pts = unit.pts
+        elif unit.keyframe and unit.pts - self._start_pts >= self.options.fragment * TIME_BASE * (self.segments + 1):
+            self.segments += 1
 
     def _payload(self, unit: AccessUnit) -> bytes | None:
         if unit.kind == AUDIO:
@@ -225,6 +237,7 @@ class HlsSegmenter:
         if self._container is not None:
             self._container.close()
             self._container = None
+            self.segments += 1  # the last one, shorter
 
     @property
     def started(self) -> bool:

@@ -33,7 +33,8 @@ class Viewer:
     ``abort`` (an ``asyncio.Transport``).
     """
 
-    __slots__ = ("transport", "state", "behind_since", "base", "config_gen", "fanout", "skips", "__weakref__")
+    __slots__ = ("transport", "state", "behind_since", "base", "config_gen", "fanout", "skips", "sent",
+                 "__weakref__")
 
     def __init__(self, transport: Any) -> None:
         self.transport = transport
@@ -43,6 +44,7 @@ class Viewer:
         self.config_gen = -1
         self.fanout: Fanout | None = None
         self.skips = 0
+        self.sent = 0  # bytes of media written to it (for the stats; one add per batch)
 
     def stream_ended(self, reason: str) -> None:
         """The publisher left: write the protocol's end and close gracefully."""
@@ -108,6 +110,7 @@ class Fanout:
             viewer.config_gen = stream.config_gen
             viewer.state = ACTIVE
             data = self.start_bytes(viewer, gop, base)
+            viewer.sent += len(data)
             viewer.transport.write(data)
         self.viewers.append(viewer)
         self.on_added(viewer)
@@ -149,13 +152,16 @@ class Fanout:
             if st == WAITING_START:
                 v.base = rap.ts
                 v.config_gen = stream.config_gen
-                t.write(self.late_start_bytes(v, rap))
+                data = self.late_start_bytes(v, rap)
+                v.sent += len(data)
+                t.write(data)
             else:
                 if t.get_write_buffer_size() > self.resume_buffer:
                     continue
                 data = self.resume_bytes(v, rap)
                 v.config_gen = stream.config_gen
                 if data:
+                    v.sent += len(data)
                     t.write(data)
             v.state = ACTIVE
             v.behind_since = None
@@ -214,9 +220,12 @@ class Fanout:
                 self.pause(v, now)
                 continue
             if shared is not None and self.is_synced(v, batch):
+                v.sent += len(shared)
                 t.write(shared)
             else:
-                t.write(self.viewer_bytes(v, batch))
+                data = self.viewer_bytes(v, batch)
+                v.sent += len(data)
+                t.write(data)
         if stale:
             for v in stale:
                 self.check_paused(v, now)

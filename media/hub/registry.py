@@ -8,10 +8,12 @@ publisher's own end path then closes the stream and reports the session end.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from .stream import Stream
+from .viewers import ViewerSessions
 
 if TYPE_CHECKING:
     from ..config import MediaConfig
@@ -43,9 +45,14 @@ class StreamRegistry:
         self.on_start: list[Callable[[Stream], None]] = []
         self.started = 0
         self.ended = 0
+        self.viewers = ViewerSessions()  # every player of every stream here, any protocol
+        self.ended_reasons: Counter[str] = Counter()
+        self.publish_refused: Counter[str] = Counter()  # by reason (bad_key, already_live, hook_refused...)
+        self.bytes_in_ended = 0  # bytes received by the streams that ended (the live ones count their own)
+        self.slow_ended = (0, 0)  # Stream.slow_counts() of the streams that ended
 
     def start(self, public_id: str, publisher: Publisher | None = None, *, protocol: str = "",
-              keyframe_source: Callable[[], None] | None = None) -> Stream:
+              keyframe_source: Callable[[], None] | None = None, client_addr: str = "") -> Stream:
         """Open the stream of a room; raises StreamAlreadyLive if it has a publisher.
 
         ``protocol`` names the source ("rtmp", "webrtc"); ``keyframe_source`` asks it for a
@@ -55,6 +62,7 @@ class StreamRegistry:
             raise StreamAlreadyLive(public_id)
         stream = Stream(public_id, self.config)
         stream.source_protocol = protocol
+        stream.source_addr = client_addr
         stream.keyframe_source = keyframe_source
         self._streams[public_id] = stream
         if publisher is not None:
@@ -80,7 +88,11 @@ class StreamRegistry:
         del self._streams[public_id]
         self._publishers.pop(public_id, None)
         self.ended += 1
+        self.ended_reasons[reason] += 1
         current.close(reason)
+        self.bytes_in_ended += current.bytes_in
+        skips, drops = current.slow_counts()
+        self.slow_ended = (self.slow_ended[0] + skips, self.slow_ended[1] + drops)
         return current
 
     def streams(self) -> list[Stream]:

@@ -140,8 +140,12 @@ class Stream:
         self._batching = False  # any viewer (active, waiting or paused): entries go to _pending
         self._flush_now = False  # few viewers: flush every entry at once instead of per tick
         # Counters.
+        self.started_at = time.time()  # wall clock, for the stats' uptime
+        self.source_addr = ""  # the publisher's address ("ip:port"), for the stats
         self.bytes_in = 0
         self.units_in = 0
+        self.video_frames_in = 0
+        self.slow_ended = (0, 0)  # slow_counts() of renditions that ended
         self.peak_viewers = 0
         self.flushes = 0
         self.gop_overflows = 0
@@ -159,6 +163,8 @@ class Stream:
         self.units_in += 1
         self.bytes_in += len(unit.payload)
         kind = unit.kind
+        if kind == VIDEO and not unit.config:
+            self.video_frames_in += 1
         if kind not in _KINDS:
             raise ValueError(f"unknown unit kind {kind!r}")
         prev = self._last_dts.get(kind)
@@ -439,3 +445,12 @@ class Stream:
         self.tracks_known.set()  # nobody waits for the tracks of an ended stream
         self.gop = None
         self._pending = []
+        if self.parent is not None:  # a rendition: its slow viewers count as its source's
+            skips, drops = self.slow_counts()
+            self.parent.slow_ended = (self.parent.slow_ended[0] + skips, self.parent.slow_ended[1] + drops)
+
+    def slow_counts(self) -> tuple[int, int]:
+        """(viewers paused for a full buffer, viewers closed for staying behind): this stream's
+        fan-outs' and those of its renditions that ended."""
+        return (sum(f.skipped for f in self._fanouts) + self.slow_ended[0],
+                sum(f.dropped_slow for f in self._fanouts) + self.slow_ended[1])

@@ -223,6 +223,24 @@ RECORDINGS_S3_ACCESS_KEY = env_str("RECORDINGS_S3_ACCESS_KEY", "")
 RECORDINGS_S3_SECRET_KEY = env_str("RECORDINGS_S3_SECRET_KEY", "")
 RECORDINGS_S3_REGION = env_str("RECORDINGS_S3_REGION", "us-east-1")
 
+# Webhooks (live/hooks.py): URLs called on each event, signed with HOOK_SECRET (HMAC-SHA256).
+# on_publish and on_play are asked before a publish or play is let in (HOOK_TIMEOUT s at most);
+# the others are notifications, tried HOOK_RETRIES times more with exponential backoff.
+HOOK_ON_PUBLISH = env_str("HOOK_ON_PUBLISH", "")
+HOOK_ON_PUBLISH_DONE = env_str("HOOK_ON_PUBLISH_DONE", "")
+HOOK_ON_PLAY = env_str("HOOK_ON_PLAY", "")
+HOOK_ON_PLAY_DONE = env_str("HOOK_ON_PLAY_DONE", "")
+HOOK_ON_RECORD_DONE = env_str("HOOK_ON_RECORD_DONE", "")
+HOOK_SECRET = env_str("HOOK_SECRET", "")
+HOOK_TIMEOUT = float(env_str("HOOK_TIMEOUT", "2"))
+HOOK_RETRIES = env_int("HOOK_RETRIES", 5)
+HOOK_RETRY_BASE = float(env_str("HOOK_RETRY_BASE", "2"))  # s before the first retry, doubled each time
+# /metrics (web port and each media node's HTTP port) answers loopback, and others with this as a
+# bearer token; without one, only loopback (or bind the media port to a private address).
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# Where the web service is reached from outside (links in hook bodies, e.g. a recording's URL).
+PUBLIC_URL = env_str("PUBLIC_URL", f"http://{PUBLIC_HOST}:{SERVER_PORT}").rstrip("/")
+
 CHAT_MAX_LENGTH = env_int("CHAT_MAX_LENGTH", 500)
 CHAT_RATE_COUNT = env_int("CHAT_RATE_COUNT", 5)  # messages ...
 CHAT_RATE_WINDOW = env_int("CHAT_RATE_WINDOW", 10)  # ... per this many seconds, per user

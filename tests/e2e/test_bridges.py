@@ -16,6 +16,7 @@ import pytest
 
 from sfu.aiortc_hooks import h264_profiles_register
 from tests.sfu.clients import PatternVideo, ToneAudio, http_async, whep_subscribe, whip_publish
+from tests.support.hls import media_playlist
 from tests.support.media import ffmpeg_decode, ffmpeg_publish, ffprobe_streams, wait_until
 from tests.support.procs import require_tool
 
@@ -121,7 +122,8 @@ async def test_the_whep_answer_and_the_api_say_what_does_not_play_as_published(s
         def media():
             return json.loads(service.get(f"/api/v1/live/{room['room']['room_id']}")[1])["data"].get("media")
 
-        assert await asyncio.to_thread(wait_until, lambda: media() is not None, 5)
+        # the node describes the stream once a second: wait for a description made once its tracks were known
+        assert await asyncio.to_thread(wait_until, lambda: (media() or {}).get("tracks"), 5)
         described = media()
         assert (described["publisher"], described["tracks"]) == ("rtmp", {"video": "h264", "audio": "aac"})
         assert described["notes"] == [
@@ -201,11 +203,7 @@ async def test_a_whip_stream_plays_over_rtmp_flv_and_hls_as_h264_and_aac(service
 
 
 def playlist(service, room) -> str:
-    try:
-        with urllib.request.urlopen(hls_url(service, room), timeout=5) as response:
-            return response.read().decode()
-    except urllib.error.HTTPError:
-        return ""
+    return media_playlist(hls_url(service, room))
 
 
 def _segments(service, room) -> int:

@@ -8,6 +8,7 @@ import urllib.request
 import pytest
 
 from tests.support.browser import chromium
+from tests.support.hls import media_playlist
 from tests.support.media import FPS, HEIGHT, WIDTH, ffmpeg_publish, ffprobe_streams, wait_until
 from tests.support.procs import require_tool
 
@@ -36,8 +37,9 @@ def segments(playlist: str) -> list[tuple[float, str]]:
 
 
 def playlist_text(service, room) -> str | None:
-    status, _, body = fetch(hls_url(service, room))
-    return body.decode() if status == 200 else None
+    """The media playlist, as a player gets it: through the entry point's one variant while live
+    (the player's own `?ctx=` URL), or the file itself once the stream has ended."""
+    return media_playlist(hls_url(service, room)) or None
 
 
 def test_live_playlist_segments_and_endlist(service, room):

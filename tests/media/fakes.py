@@ -39,7 +39,7 @@ class FakeControl:
         self.viewer_counts: list[tuple[str, int]] = []
         self.ended_event = asyncio.Event()
 
-    async def publish_authorize(self, *, stream_key: str, protocol: str) -> Grant:
+    async def publish_authorize(self, *, stream_key: str, protocol: str, client_addr: str = "") -> Grant:
         self.authorize_calls.append(stream_key)
         await asyncio.sleep(0.01)  # like a DB round trip
         public_id = self.keys.get(stream_key)

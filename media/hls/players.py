@@ -1,0 +1,86 @@
+"""HLS players as viewer sessions, though HTTP has no connection per player.
+
+As SRS's `hls_ctx` does, a player is told an id of its own: `/hls/{room}.m3u8` without one answers
+a multivariant playlist with a single variant, `{room}.m3u8?ctx={id}`, which every player (hls.js,
+Safari, ffmpeg) then loads and reloads as its media playlist; the media playlist's segment URIs
+carry the same `?ctx=`. So each player's requests name it: a session opens with its first
+playlist (asking the control plane first: the on_play hook), counts the bytes of its segments,
+and closes after `idle` seconds without a request (a player reloads its playlist every target
+duration), or when staff drop it (its next request gets 403).
+"""
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+from media.hub.viewers import ViewerSession, ViewerSessions
+
+CTX = re.compile(r"^[a-f0-9]{12}$")
+
+
+class _Player:
+    __slots__ = ("session", "sent", "seen", "dropped")
+
+    def __init__(self, session: ViewerSession) -> None:
+        self.session = session
+        self.sent = 0
+        self.seen = time.monotonic()
+        self.dropped = False
+
+
+def multivariant(public_id: str, ctx: str) -> bytes:
+    """The entry playlist: one variant, the media playlist under this player's id."""
+    return (f"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-STREAM-INF:BANDWIDTH=2000000\n"
+            f"{public_id}.m3u8?ctx={ctx}\n").encode()
+
+
+def with_ctx(playlist: bytes, ctx: str) -> bytes:
+    """The media playlist with this player's id on each segment URI."""
+    return playlist.replace(b".ts\n", b".ts?ctx=" + ctx.encode() + b"\n")
+
+
+class HlsPlayers:
+    def __init__(self, viewers: ViewerSessions, idle: float = 10.0) -> None:
+        self.viewers = viewers
+        self.idle = idle
+        self._players: dict[str, _Player] = {}
+
+    @staticmethod
+    def new_ctx() -> str:
+        return secrets.token_hex(6)
+
+    async def playlist(self, public_id: str, ctx: str, client_addr: str) -> bool:
+        """A media playlist request; False when this player was dropped. Raises PlayRefused
+        for a new player the control plane refuses."""
+        self.sweep()
+        player = self._players.get(ctx)
+        if player is None or player.session.public_id != public_id:
+            session = await self.viewers.open(public_id, "hls", client_addr, session_id=ctx)
+            player = self._players[ctx] = _Player(session)
+            session.sent = lambda: player.sent
+            session.drop = lambda: setattr(player, "dropped", True)
+        player.seen = time.monotonic()
+        return not player.dropped
+
+    def segment(self, ctx: str, size: int) -> bool:
+        """A segment sent to this player; False when it was dropped (or is unknown: no bytes counted)."""
+        player = self._players.get(ctx)
+        if player is None:
+            return True
+        if player.dropped:
+            return False
+        player.seen = time.monotonic()
+        player.sent += size
+        return True
+
+    def sweep(self) -> None:
+        """Close the sessions of players gone quiet (and forget dropped ones)."""
+        now = time.monotonic()
+        for ctx, player in list(self._players.items()):
+            if now - player.seen > self.idle:
+                del self._players[ctx]
+                self.viewers.close(player.session)
+
+    def __len__(self) -> int:
+        return len(self._players)
