@@ -179,7 +179,6 @@ class Rendition:
         self._holds_budget = False
         self._idle: asyncio.TimerHandle | None = None
         self._watched_at = source.clock()
-        self._max_pts = -1  # of the video passed so far: a frame before it is a B-frame
         self.bframes_dropped = 0
         self._reencode_refused = False
         self.closed = False
@@ -265,7 +264,7 @@ class Rendition:
             unit = entry.unit
             if not self._passes(unit.kind):
                 continue
-            if unit.kind == VIDEO and not self.target.reorder and not unit.config and self._bframe(unit):
+            if entry.reordered and not self.target.reorder and self._bframe(unit):
                 continue
             self.stream.write(unit, entry.arrived)
 
@@ -281,18 +280,15 @@ class Rendition:
             self._set_plan(kind, unit.codec)  # a track the source declared late
         decided = self.plans.get(kind, PASS)
         if decided == PASS:
-            if kind == VIDEO and not self.target.reorder and not unit.config and self._bframe(unit):
+            if entry.reordered and not self.target.reorder and self._bframe(unit):
                 return
             self.stream.write(unit, entry.arrived)
         elif decided == CONVERT and not unit.config:
             self._arrivals[kind].note(unit, entry.arrived)
 
     def _bframe(self, unit: AccessUnit) -> bool:
-        """A B-frame in video that passes to a target without them: True when it is not passed
-        (dropped, or the video re-encoded from here on)."""
-        if unit.pts >= self._max_pts:
-            self._max_pts = unit.pts
-            return False
+        """A B-frame (the hub flags it: `Entry.reordered`) in video that passes to a target
+        without them: True when it is not passed (dropped, or the video re-encoded from here on)."""
         if unit.codec not in VIDEO_DECODABLE or self.bridges.get(VIDEO) or self._reencode_refused:
             return False  # cannot re-encode it (or may not): it passes as it is
         if self._drops_bframes(VIDEO, unit.codec) and _non_reference(unit):

@@ -73,14 +73,16 @@ class Entry:
     ``arrived`` is when the source received it (monotonic s), for added-latency figures.
     """
 
-    __slots__ = ("unit", "ts", "delta", "rap", "arrived", "flv", "rtmp", "flv_tail")
+    __slots__ = ("unit", "ts", "delta", "rap", "arrived", "reordered", "flv", "rtmp", "flv_tail")
 
-    def __init__(self, unit: AccessUnit, ts: int, delta: int | None, rap: bool, arrived: float = 0.0) -> None:
+    def __init__(self, unit: AccessUnit, ts: int, delta: int | None, rap: bool, arrived: float = 0.0,
+                 reordered: bool = False) -> None:
         self.unit = unit
         self.ts = ts
         self.delta = delta
         self.rap = rap
         self.arrived = arrived
+        self.reordered = reordered  # a video frame shown before one decoded earlier (a B-frame)
         self.flv: bytes | None = None
         self.rtmp: bytes | None = None
         self.flv_tail: bytes | None = None
@@ -196,13 +198,13 @@ class Stream:
             self._gop_add(entry)
             self._append(entry)
             return
-        if kind == VIDEO:
-            if unit.pts < self._max_video_pts:
-                self.reordered_frames += 1
-            else:
-                self._max_video_pts = unit.pts
+        reordered = kind == VIDEO and unit.pts < self._max_video_pts
+        if reordered:
+            self.reordered_frames += 1
+        elif kind == VIDEO:
+            self._max_video_pts = unit.pts
         rap = unit.keyframe if kind == VIDEO else (unit.keyframe and not self.has_video)
-        entry = Entry(unit, ts, delta, rap, arrived)
+        entry = Entry(unit, ts, delta, rap, arrived, reordered)
         if rap:
             self.gop = [entry]
             self.gop_bytes = len(unit.payload)
