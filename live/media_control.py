@@ -65,7 +65,10 @@ async def media_control_listen(control: MediaControl) -> None:
     """Run forever (as a task): carry drop requests from the channel layer to `control`.
     A failing channel layer (Redis restarting) is logged and the listener goes on, on the same
     channel, so requests queued meanwhile are not lost."""
-    channel = await get_channel_layer().new_channel("media-node.")
+    # The default prefix: channels-redis receives every process-local channel through one Redis
+    # key per prefix under one lock, so a channel of another prefix would hold that lock in its
+    # own blocking pop and starve the room sockets of the process.
+    channel = await get_channel_layer().new_channel()
     while True:
         try:
             await _listen(control, channel)

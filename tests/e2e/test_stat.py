@@ -5,10 +5,12 @@ publisher (the session ends "dropped_by_staff", every viewer gets the end of the
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
 import urllib.request
 
+import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.sfu.clients import http_async, whep_subscribe
@@ -68,6 +70,17 @@ async def test_stat_and_metrics_count_every_viewer_and_staff_drop_one_then_the_p
     try:
         assert await asyncio.to_thread(wait_until, lambda: room_status(service, room) == "live", 15)
         room_id = room["room"]["room_id"]
+        socket = await websockets.connect(service.url(f"/api/v1/live/ws?room_id={room_id}&role=viewer")
+                                          .replace("http://", "ws://"))
+        counts: list[int] = []  # the room's "viewers" events: what the watch page shows
+
+        async def listen() -> None:
+            async for message in socket:
+                event = json.loads(message)
+                if event["type"] == "viewers":
+                    counts.append(event["data"]["count"])
+
+        listening = asyncio.ensure_future(listen())
         hls = f"http://127.0.0.1:{service.media_http_port}/hls/{room_id}.m3u8"
         playlist = service.dir / "hls" / f"{room_id}.m3u8"  # on disk: asking over HTTP would be a player
         assert await asyncio.to_thread(wait_until, lambda: playlist.exists() and "#EXTINF" in playlist.read_text(), 15)
@@ -80,6 +93,9 @@ async def test_stat_and_metrics_count_every_viewer_and_staff_drop_one_then_the_p
         await asyncio.sleep(6)  # a full bitrate window with every viewer on
         stat = stream_stat(service, staff, room)
         assert stat["viewers"] == want
+        assert counts and counts[-1] == 7, counts  # the HLS player counts on the watch page too
+        listening.cancel()
+        await socket.close()
         assert (stat["video"]["codec"], stat["video"]["width"], stat["video"]["height"]) == ("h264", 640, 360)
         assert 28.5 <= stat["video"]["fps"] <= 31.5, stat["video"]
         assert (stat["audio"]["codec"], stat["audio"]["sample_rate"], stat["audio"]["channels"]) == ("aac", 44100, 1)
