@@ -7,8 +7,9 @@ STAMP := $(VENV)/.installed
 export DJANGO_SETTINGS_MODULE := microvibe.settings
 
 # Debian packages the tests drive as real clients and servers.
-TEST_TOOLS := ffmpeg postgresql redis-server chromium chromium-driver
-TEST_TOOL_BINS := /usr/bin/ffmpeg /usr/bin/ffprobe /usr/bin/redis-server /usr/bin/chromium /usr/bin/chromedriver
+TEST_TOOLS := ffmpeg postgresql redis-server chromium chromium-driver coturn nginx-light
+TEST_TOOL_BINS := /usr/bin/ffmpeg /usr/bin/ffprobe /usr/bin/redis-server /usr/bin/chromium /usr/bin/chromedriver \
+	/usr/bin/turnserver /usr/sbin/nginx
 
 .PHONY: run setup admin test test-tools lint bench clean
 
@@ -35,7 +36,7 @@ test-tools:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
 	if [ $$missing = 1 ]; then \
 	  echo "installing test tools: $(TEST_TOOLS)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_TOOLS) >/dev/null; \
+	  apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_TOOLS) >/dev/null; \
 	fi
 
 test: $(STAMP) test-tools
