@@ -15,7 +15,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from . import recordings, selectors, services
 from .envelope import ok
 from .models import Room
-from .play_urls import room_push_urls
+from .play_urls import room_ingest, room_push_urls
 from .serializers import (
     RecordingOutput,
     RegisterInput,
@@ -165,6 +165,15 @@ class RoomRotateKeyApi(APIView):
         stream_key = services.stream_key_rotate(room=room)
         room.refresh_from_db()
         return ok(_room_with_key(room, stream_key))
+
+
+class RoomIngestApi(APIView):
+    @extend_schema(responses={200: _envelope("Ingest", serializers.DictField())},
+                   description="Where the room's next publish should go (the owner's; the key is not shown): "
+                               "`rtmp_server` of the media node the room is allocated to (the node that holds it "
+                               "while live), `node`, and the `whip` URL (the web host sends WHIP on to the node).")
+    def get(self, request: Request, public_id: str) -> Response:
+        return ok(room_ingest(_owned_room(request, public_id)))
 
 
 class RoomEndLiveApi(APIView):

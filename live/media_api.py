@@ -11,10 +11,12 @@ import time
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
-from . import hooks, selectors, services
+from . import hooks, nodes, selectors, services
 from .events import room_event_send
 from .media_control import MediaControl, media_control_listen
+from .play_urls import holder_urls, this_node_urls
 from .services import PublishRefused
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ __all__ = [
     "call_join_authorize",
     "media_control_listen",
     "media_control_register",
+    "offer_route",
     "metrics_collectors",
     "node_stat_report",
     "play_authorize",
@@ -38,6 +41,7 @@ __all__ = [
     "recording_wanted",
     "sessions_close_orphaned",
     "stream_described",
+    "stream_holder",
     "viewers_changed",
 ]
 
@@ -63,29 +67,60 @@ _live: dict[str, _LiveRoom] = {}  # public id -> the live room, while its sessio
 
 
 def _publish_start(stream_key: str, protocol: str, expected_public_id: str | None, client_addr: str) -> PublishGrant:
-    session = services.publish_start(stream_key=stream_key, protocol=protocol,
-                                     expected_public_id=expected_public_id, client_addr=client_addr)
+    try:
+        session = services.publish_start(stream_key=stream_key, protocol=protocol, client_addr=client_addr,
+                                         expected_public_id=expected_public_id, node=settings.MEDIA_NODE_ID)
+    except PublishRefused:
+        if expected_public_id is not None:
+            nodes.release(expected_public_id, settings.MEDIA_NODE_ID)
+        raise
     room = session.room
     _live[room.public_id] = _LiveRoom(room.pk, session.pk, dict(room.hooks))
     return PublishGrant(room_id=room.pk, public_id=room.public_id, session_id=session.pk,
                         recording=room.recording)
 
 
+def _publish_claim(room, protocol: str) -> None:
+    """Take the room for this node, cluster-wide; refuse when another node holds it or the
+    allocation callback names another node (the error says where to publish)."""
+    me = settings.MEDIA_NODE_ID
+    if settings.ALLOCATE_URL:
+        chosen = nodes.allocate(public_id=room.public_id, owner=room.owner.get_username(), kind=protocol)
+        if chosen not in (None, me):
+            where = (nodes.node_urls(chosen) or {}).get("rtmp" if protocol == "rtmp" else "whip", "")
+            raise PublishRefused("wrong_node", f"room {room.public_id} is allocated to node {chosen}: publish to "
+                                               f"{where}")
+    holder = nodes.claim(room.public_id, me)
+    if holder != me:
+        raise PublishRefused("already_live", f"room {room.public_id} is live on node {holder}")
+
+
+def _publish_check(stream_key: str, expected_public_id: str | None, protocol: str):
+    room = services.publish_check(stream_key=stream_key, expected_public_id=expected_public_id)
+    _publish_claim(room, protocol)
+    return room
+
+
 async def publish_authorize(*, stream_key: str, protocol: str, expected_public_id: str | None = None,
                             client_addr: str = "") -> PublishGrant:
-    """Check a stream key, ask the on_publish hook when one is set, and open the live session;
-    raises PublishRefused (reason "bad_key", "wrong_room" when `expected_public_id` is given and
-    the key is another room's, "already_live", "hook_refused")."""
-    room = await sync_to_async(services.publish_check)(stream_key=stream_key, expected_public_id=expected_public_id)
-    if url := hooks.hook_url("on_publish", room.hooks):
-        body = hooks.payload("on_publish", room_id=room.public_id, session_id=None, protocol=protocol,
-                             client_addr=client_addr)
-        try:
-            await hooks.ask("on_publish", url, body)
-        except hooks.HookRefused as refused:
-            log.info("%s %s: publish to %s refused: %s", protocol, client_addr, room.public_id, refused)
-            raise PublishRefused("hook_refused", str(refused)) from None
-    return await sync_to_async(_publish_start)(stream_key, protocol, expected_public_id, client_addr)
+    """Check a stream key, claim the room for this node, ask the on_publish hook when one is set,
+    and open the live session; raises PublishRefused (reason "bad_key", "wrong_room" when
+    `expected_public_id` is given and the key is another room's, "already_live" (here or on
+    another node), "wrong_node" (the allocation callback chose another node), "hook_refused")."""
+    room = await sync_to_async(_publish_check)(stream_key, expected_public_id, protocol)
+    try:
+        if url := hooks.hook_url("on_publish", room.hooks):
+            body = hooks.payload("on_publish", room_id=room.public_id, session_id=None, protocol=protocol,
+                                 client_addr=client_addr)
+            try:
+                await hooks.ask("on_publish", url, body)
+            except hooks.HookRefused as refused:
+                log.info("%s %s: publish to %s refused: %s", protocol, client_addr, room.public_id, refused)
+                raise PublishRefused("hook_refused", str(refused)) from None
+        return await sync_to_async(_publish_start)(stream_key, protocol, room.public_id, client_addr)
+    except BaseException:
+        await sync_to_async(nodes.release)(room.public_id, settings.MEDIA_NODE_ID)
+        raise
 
 
 class CallJoinRefused(Exception):
@@ -116,13 +151,66 @@ async def call_join_authorize(*, public_id: str, user) -> None:
     await sync_to_async(_call_join_check)(public_id, user)
 
 
-async def publish_ended(*, session_id: int, reason: str, bytes_received: int, peak_viewers: int) -> None:
+def _session_end(session_id: int, reason: str, bytes_received: int, peak_viewers: int) -> None:
+    services.session_end(session_id=session_id, reason=reason, bytes_received=bytes_received,
+                         peak_viewers=peak_viewers)
     for public_id, live in list(_live.items()):
         if live.session_id == session_id:
             del _live[public_id]
-    await sync_to_async(services.session_end)(
-        session_id=session_id, reason=reason, bytes_received=bytes_received, peak_viewers=peak_viewers
-    )
+            nodes.release(public_id, settings.MEDIA_NODE_ID)
+
+
+async def publish_ended(*, session_id: int, reason: str, bytes_received: int, peak_viewers: int) -> None:
+    await sync_to_async(_session_end)(session_id, reason, bytes_received, peak_viewers)
+
+
+async def stream_holder(*, public_id: str) -> dict | None:
+    """The public bases of the node holding a room's stream when it is another node than this
+    one (a player who reached the wrong node is sent there), else None."""
+    return await sync_to_async(_holder_elsewhere, thread_sensitive=False)(public_id)
+
+
+class _Process:
+    web_only = False  # `manage.py serve --no-media`: WHIP/WHEP offers are sent on to a media node
+
+
+def web_only_set(value: bool) -> None:
+    _Process.web_only = value
+
+
+class NoMediaNode(Exception):
+    """A WHIP publish reached the web host and no media node is up."""
+
+
+async def offer_route(*, kind: str, public_id: str, here: bool) -> str | None:
+    """Where a WHIP ("whip") or WHEP ("whep") offer that reached this process should go instead
+    (the URL to redirect to), or None to take it here; `here`: this node holds the stream.
+    The web host sends a publish to the room's allocated node and a play to the holder; a media
+    node sends a play of a stream another node holds there. Raises NoMediaNode."""
+    if here:
+        return None
+    return await sync_to_async(_offer_route, thread_sensitive=False)(kind, public_id)
+
+
+def _offer_route(kind: str, public_id: str) -> str | None:
+    if not _Process.web_only:
+        held = _holder_elsewhere(public_id)
+        return f"{held['whep']}/{public_id}" if held and kind == "whep" else None
+    if kind == "whep":
+        held = holder_urls(public_id)
+        return f"{held['whep']}/{public_id}" if held else None  # None: answered here (404 not live)
+    room = selectors.room_get_by_public_id(public_id=public_id)
+    if room is None:
+        return None  # answered here: 404
+    node = nodes.allocate(public_id=public_id, owner=room.owner.get_username(), kind="whip")
+    urls = nodes.node_urls(node)
+    if urls is None:
+        raise NoMediaNode("no media node is up to take the publish; try again shortly")
+    return f"{urls['whip']}/{public_id}"
+
+
+def _holder_elsewhere(public_id: str) -> dict | None:
+    return None if nodes.holder(public_id) in (None, settings.MEDIA_NODE_ID) else holder_urls(public_id)
 
 
 async def play_authorize(*, public_id: str) -> bool:
@@ -228,22 +316,20 @@ def metrics_collectors() -> list:
     return collectors()
 
 
-NODE_STAT_TTL = 10  # s: a node that stops reporting drops out of /api/v1/stat after this
+def _heartbeat(stat: dict) -> None:
+    nodes.heartbeat({**stat, "urls": this_node_urls()})
+    nodes.nodes_sweep(alive=stat["node"])
 
 
 async def node_stat_report(*, stat: dict) -> None:
-    """A media node's stats (media/stats.node_stat), kept per node for /api/v1/stat."""
-    from django.core.cache import cache
-
-    node = stat["node"]
-    await cache.aset(selectors.node_stat_key(node), stat, NODE_STAT_TTL)
-    nodes = await cache.aget(selectors.NODE_STAT_NODES) or {}
-    if node not in nodes:  # the list of nodes changes rarely: written only when it does
-        await cache.aset(selectors.NODE_STAT_NODES, {**nodes, node: True}, None)
+    """A media node's stats (media/stats.node_stat), once a second: its heartbeat (kept per node
+    for /api/v1/stat and the allocation, renewing its rooms' claims), then a sweep of lost nodes."""
+    await sync_to_async(_heartbeat, thread_sensitive=False)(stat)
 
 
 async def sessions_close_orphaned() -> int:
-    return await sync_to_async(services.sessions_close_orphaned)()
+    """At this node's start: end the sessions its previous run left open."""
+    return await sync_to_async(services.sessions_close_orphaned)(node=settings.MEDIA_NODE_ID)
 
 
 _listener: list[asyncio.Task] = []

@@ -28,6 +28,7 @@ class EndReason(models.TextChoices):
     DROPPED_BY_STAFF = "dropped_by_staff", "Dropped by staff"
     KEY_ROTATED = "key_rotated", "Key rotated"
     ERROR = "error", "Error"
+    NODE_LOST = "node_lost", "Media node lost"
 
 
 class CallAccess(models.TextChoices):
@@ -103,6 +104,7 @@ class LiveSession(models.Model):
     peak_viewers = models.PositiveIntegerField(default=0)
     bytes_received = models.PositiveBigIntegerField(default=0)
     client_addr = models.CharField(max_length=64, blank=True, default="")  # the publisher's, "ip:port"
+    node = models.CharField(max_length=64, blank=True, default="")  # the media node that took the publish
 
     class Meta:
         ordering = ["-started_at"]

@@ -134,13 +134,13 @@ def publish_check(*, stream_key: str, expected_public_id: str | None = None) -> 
 
 @transaction.atomic
 def publish_start(*, stream_key: str, protocol: str, expected_public_id: str | None = None,
-                  client_addr: str = "") -> LiveSession:
+                  client_addr: str = "", node: str = "") -> LiveSession:
     """Authorize a publish by stream key and open its live session (see `publish_check`)."""
     room = publish_check(stream_key=stream_key, expected_public_id=expected_public_id)
     room = Room.objects.select_for_update().get(pk=room.pk)
     if room.is_live or session_get_open(room=room) is not None:
         raise PublishRefused("already_live", f"room {room.public_id} already has a publisher")
-    session = LiveSession.objects.create(room=room, protocol=protocol, client_addr=client_addr[:64])
+    session = LiveSession.objects.create(room=room, protocol=protocol, client_addr=client_addr[:64], node=node[:64])
     room.status = RoomStatus.LIVE
     room.save(update_fields=["status", "updated_at"])
     public_id = room.public_id
@@ -173,18 +173,33 @@ def session_end(*, session_id: int, reason: str, bytes_received: int = 0, peak_v
                      peak_viewers=max(peak_viewers, session.peak_viewers))
 
 
-def sessions_close_orphaned(*, reason: str = EndReason.ERROR) -> int:
-    """At media-plane start: sessions still open were left by a process that died."""
+def sessions_close_orphaned(*, node: str, reason: str = EndReason.ERROR) -> int:
+    """At a media node's start: its sessions still open were left by its previous run (and
+    sessions of no node, from before nodes were recorded). Other nodes' sessions are theirs."""
+    open_sessions = LiveSession.objects.filter(ended_at__isnull=True, node__in=[node, ""]).only("pk")
     count = 0
-    for session in LiveSession.objects.filter(ended_at__isnull=True).only("pk"):
+    for session in open_sessions:
         session_end(session_id=session.pk, reason=reason)
         count += 1
     if count:
-        log.warning("closed %d live session(s) left open by a previous run", count)
+        log.warning("closed %d live session(s) left open by a previous run of node %s", count, node)
     from .recordings import recordings_recover
 
     recordings_recover()  # their recordings: finalize what the dead process wrote
     return count
+
+
+def sessions_close_lost(*, node: str) -> list[str]:
+    """A media node stopped its heartbeat: end its open sessions ("node_lost"); their rooms' ids."""
+    lost = list(LiveSession.objects.filter(ended_at__isnull=True, node=node).select_related("room"))
+    for session in lost:
+        session_end(session_id=session.pk, reason=EndReason.NODE_LOST)
+    if lost:
+        log.warning("media node %s lost: ended %d live session(s)", node, len(lost))
+        from .recordings import recordings_recover
+
+        recordings_recover()
+    return [session.room.public_id for session in lost]
 
 
 def _room_set_offline(room: Room) -> None:

@@ -27,6 +27,14 @@ def sessions_close_stale(max_hours: int = 48) -> int:
     return closed
 
 
+@shared_task
+def nodes_sweep() -> list[str]:
+    """End the sessions of media nodes whose heartbeat lapsed (see `live.nodes.nodes_sweep`)."""
+    from .nodes import nodes_sweep as sweep
+
+    return sweep()
+
+
 @shared_task(bind=True, max_retries=5)
 def recording_finalize(self, recording_id: str) -> str:
     """A finished recording's faststart MP4 and thumbnail; retried with backoff, then failed."""

@@ -11,6 +11,7 @@ urlpatterns = [
     path("live/mine", apis.RoomMineApi.as_view(), name="live-mine"),
     path("live/<str:public_id>", apis.RoomDetailApi.as_view(), name="live-detail"),
     path("live/<str:public_id>/rotate-key", apis.RoomRotateKeyApi.as_view(), name="live-rotate-key"),
+    path("live/<str:public_id>/ingest", apis.RoomIngestApi.as_view(), name="live-ingest"),
     path("live/<str:public_id>/end", apis.RoomEndLiveApi.as_view(), name="live-end"),
     path("live/<str:public_id>/recordings", apis.RoomRecordingsApi.as_view(), name="live-recordings"),
     re_path(r"^live/(?P<public_id>[^/]+)/recording/(?P<action>start|stop)$", apis.RoomRecordingControlApi.as_view(),

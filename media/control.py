@@ -47,6 +47,10 @@ class ControlPlane:
     node_stat_report: Callable[..., Awaitable[None]] | None = None
     # () -> prometheus_client collectors the control plane adds to the node's /metrics
     metrics_collectors: Callable[[], list] | None = None
+    # async (*, public_id) -> the public bases (`flv`, `hls`, `rtmp_play`, `whep`...) of the node
+    # that holds the stream when another node does, else None: a player who reached the wrong
+    # node is sent there
+    stream_holder: Callable[..., Awaitable[dict | None]] | None = None
 
     @classmethod
     def from_live(cls) -> ControlPlane:
@@ -66,6 +70,7 @@ class ControlPlane:
             play_ended=media_api.play_ended,
             node_stat_report=media_api.node_stat_report,
             metrics_collectors=media_api.metrics_collectors,
+            stream_holder=media_api.stream_holder,
         )
 
 

@@ -32,7 +32,7 @@ from .hub.viewers import PlayRefused, ViewerSession
 log = logging.getLogger(__name__)
 
 _REASONS = {
-    200: "OK", 204: "No Content", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+    200: "OK", 204: "No Content", 302: "Found", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 408: "Request Timeout", 431: "Request Header Fields Too Large",
     500: "Internal Server Error", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
 }
@@ -344,6 +344,16 @@ class MediaHttpServer:
         self.port: int | None = None
         self.add_route("/flv/", self.handle_flv)
 
+    async def holder_of(self, public_id: str) -> dict | None:
+        """The public bases of the node that holds a stream this node does not (one lookup per play)."""
+        if self.control is None or self.control.stream_holder is None:
+            return None
+        try:
+            return await self.control.stream_holder(public_id=public_id)
+        except Exception:
+            log.exception("media http: the holder of %s could not be looked up", public_id)
+            return None
+
     def add_route(self, prefix: str, handler: Handler) -> None:
         """Serve every path starting with ``prefix`` by ``handler(conn, request)``.
 
@@ -384,6 +394,11 @@ class MediaHttpServer:
         # A stream the registry holds is a live room's: playing it needs no database round trip.
         stream = self.registry.get(public_id)
         if stream is None or stream.closed:
+            if holder := await self.holder_of(public_id):  # another node holds it: send the player there
+                query = f"?{req.query}" if req.query else ""
+                conn.respond(302, "", headers=[("Location", f"{holder['flv']}/{public_id}.flv{query}")],
+                             keep_alive=req.keep_alive)
+                return
             conn.respond(404, "stream not found\n", keep_alive=req.keep_alive)
             return
         try:

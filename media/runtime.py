@@ -225,7 +225,8 @@ def _start_hls(config: MediaConfig, registry: StreamRegistry, http: MediaHttpSer
     registry.on_start.append(hls.stream_started)
     players = HlsPlayers(registry.viewers, idle=max(10.0, 4 * config.hls_fragment))
     hls.players = players
-    http.add_route("/hls/", HlsFiles(root, hls.demand, players, lambda public_id: public_id in registry).handle)
+    http.add_route("/hls/", HlsFiles(root, hls.demand, players, lambda public_id: public_id in registry,
+                                     http.holder_of).handle)
     return hls
 
 

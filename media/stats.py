@@ -114,6 +114,8 @@ def node_stat(registry: StreamRegistry, rates: StreamRates, node_id: str, starte
         "totals": {
             "streams": len(streams),
             "viewers": sum(s["viewers"]["total"] for s in streams),
+            "bitrate_in": sum(s["bitrate_in"] for s in streams),
+            "transcodes": sum(len(s["transcodes"]) for s in streams),
             "bytes_in": registry.bytes_in_ended + sum(s.bytes_in for s in registry.streams()),
             "bytes_out": sum(sent.values()),
         },

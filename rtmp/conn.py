@@ -330,7 +330,7 @@ class RtmpConnection(asyncio.Protocol):
         # A stream the registry holds is a live room's: playing it needs no database round trip.
         stream = self.server.registry.get(name)
         if stream is None or stream.closed:
-            self._play_not_found(ev.stream_id, name)
+            self._busy = self.server.spawn(self._play_not_found(ev.stream_id, name), name=f"rtmp-play-{self.peer}")
             return
         try:
             stream = for_flv(stream)  # a WebRTC publisher's VP8/Opus as H.264/AAC
@@ -375,12 +375,24 @@ class RtmpConnection(asyncio.Protocol):
         if session is not None:
             self.server.registry.viewers.close(session)
 
-    def _play_not_found(self, stream_id: int, name: str) -> None:
-        log.info("rtmp %s: play of %r: not found", self.peer, name[:64])
-        self.transport.write(self.codec.on_status(  # type: ignore[union-attr]
-            stream_id, level="error", code="NetStream.Play.StreamNotFound",
-            description=f"{name[:64]} is not live.",
-        ))
+    async def _play_not_found(self, stream_id: int, name: str) -> None:
+        """Not live here: say where it is live when another node holds it (RTMP has no redirect
+        that players follow), else that it is not live."""
+        holder = None
+        control = self.server.control
+        if control is not None and control.stream_holder is not None:
+            try:
+                holder = await control.stream_holder(public_id=name[:128])
+            except Exception:
+                log.exception("rtmp %s: the holder of %r could not be looked up", self.peer, name[:64])
+        self._busy = None
+        description = f"{name[:64]} is live on another node: play {holder['rtmp_play']}/{name[:64]}" if holder \
+            else f"{name[:64]} is not live."
+        log.info("rtmp %s: play of %r: %s", self.peer, name[:64], "on another node" if holder else "not found")
+        if self.closed or self.transport is None:
+            return
+        self.transport.write(self.codec.on_status(
+            stream_id, level="error", code="NetStream.Play.StreamNotFound", description=description))
         self.close()
 
     def _start_playing(self, stream_id: int, stream: Stream) -> None:

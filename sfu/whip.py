@@ -16,6 +16,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from live import media_api
+
 from .ice import ice_servers, link_headers
 from .rooms import sfu_get
 from .sdp import SfuError
@@ -54,7 +56,8 @@ def _offer(request: HttpRequest) -> str:
 
 def _created(kind: str, public_id: str, session_id: str, answer: str, notes: list[str]) -> HttpResponse:
     response = HttpResponse(answer, status=201, content_type=SDP)
-    response["Location"] = f"/{kind}/{public_id}/{session_id}"
+    # Behind nginx a node's resources live under its own base (its PATCH/DELETE must reach it).
+    response["Location"] = f"{settings.MEDIA_PUBLIC_HTTP}/{kind}/{public_id}/{session_id}"
     response["ETag"] = f'"{session_id}"'
     response["Accept-Patch"] = TRICKLE
     links = link_headers(ice_servers())
@@ -93,6 +96,16 @@ async def _offer_view(request: HttpRequest, kind: str, public_id: str, start) ->
         return _preflight(methods)
     if request.method != "POST":
         return _error(SfuError(405, "method_not_allowed", "POST an SDP offer"), methods)
+    try:
+        here = sfu_get().registry.get(public_id) is not None
+        target = await media_api.offer_route(kind=kind, public_id=public_id, here=here)
+    except media_api.NoMediaNode as exc:
+        return _error(SfuError(503, "no_media_node", str(exc)), methods)
+    if target is not None:
+        # 307 keeps the method and body (a 302 turns fetch's POST into a GET); WHIP names 307.
+        response = _cors(HttpResponse(status=307), methods)
+        response["Location"] = target
+        return response
     try:
         session, answer = await start(_offer(request))
     except SfuError as error:

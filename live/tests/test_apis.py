@@ -58,7 +58,7 @@ def test_create_returns_key_push_and_play_urls(client_for, user):
     assert data["push_urls"]["rtmp_server"] == "rtmp://localhost:1935/live"
     assert data["push_urls"]["rtmp"].endswith("/live/" + key)
     assert data["push_urls"]["whip"].endswith("/whip/" + room["room_id"])
-    assert set(room["play_urls"]) == {"hls", "flv", "rtmp", "whep"}
+    assert set(room["play_urls"]) == {"hls", "flv", "rtmp", "whep", "ws"}
     assert all(room["room_id"] in url and key not in url for url in room["play_urls"].values())
     assert room["status"] == "idle" and room["owner"] == "alice"
     stored = Room.objects.get(public_id=room["room_id"])

@@ -154,7 +154,7 @@ def test_a_recording_left_open_by_a_dead_media_node_is_finalized_at_start(room_a
     fragmented_mp4(recordings_dir / recording.part_name, seconds=4)
     with django_capture_on_commit_callbacks(execute=True):
         assert recordings.recordings_recover() == 0  # still live: not touched
-        services.sessions_close_orphaned()  # what the media plane does when it starts
+        services.sessions_close_orphaned(node="")  # what the media plane does when it starts
     recording.refresh_from_db()
     assert (recording.status, recording.end_reason) == (RecordingStatus.READY, "error"), recording.error
     assert abs(recording.duration - 4) < 0.2

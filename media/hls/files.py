@@ -29,8 +29,11 @@ SEGMENT_TYPE = "video/mp2t"
 
 class HlsFiles:
     def __init__(self, root: Path, demand: Callable[[str], Awaitable[None]] | None = None,
-                 players: HlsPlayers | None = None, is_live: Callable[[str], bool] | None = None) -> None:
+                 players: HlsPlayers | None = None, is_live: Callable[[str], bool] | None = None,
+                 holder_of: Callable[[str], Awaitable[dict | None]] | None = None) -> None:
         self.root = root
+        # The public bases of the node holding a stream this node does not (None: one node).
+        self.holder_of = holder_of
         # Called with the public id on every playlist request: starts on-demand segmenting.
         self.demand = demand
         # Counts players (media/hls/players.py); None: the playlist is served as it is, uncounted.
@@ -45,6 +48,12 @@ class HlsFiles:
         ctx = _ctx(req.query)
         if match := _PLAYLIST.match(req.path):
             public_id = match[1]
+            if self.holder_of is not None and not self.is_live(public_id) and (
+                    holder := await self.holder_of(public_id)):
+                query = f"?{req.query}" if req.query else ""
+                conn.respond(302, "", headers=[("Location", f"{holder['hls']}/{public_id}.m3u8{query}")],
+                             keep_alive=req.keep_alive)
+                return
             if self.players is not None and ctx is None and self.is_live(public_id):  # a new player
                 conn.respond(200, multivariant(public_id, HlsPlayers.new_ctx()), content_type=PLAYLIST_TYPE,
                              headers=[("Cache-Control", "no-cache")], keep_alive=req.keep_alive,

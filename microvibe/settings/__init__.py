@@ -6,6 +6,7 @@ Celery tasks run eagerly in-process. Production sets DATABASE_* and REDIS_* (see
 from __future__ import annotations
 
 import os
+import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -209,6 +210,18 @@ STREAMING_WHEP_SERVER = env_str("STREAMING_WHEP_SERVER", f"http://{PUBLIC_HOST}:
 
 # Media plane switch: `manage.py serve` starts it beside Daphne unless told not to.
 MEDIA_PLANE_ENABLED = env_bool("MEDIA_PLANE_ENABLED", True)
+
+# Several media nodes (live/nodes.py): each node's id and public bases, reported in its
+# heartbeat; play and push URLs of a room point at the node that holds (or is given) it.
+# MEDIA_PUBLIC_HTTP is the node's base behind nginx (e.g. https://live.example.com/node/media-1:
+# its /flv, /hls, /whip, /whep and room socket); unset, the STREAMING_* bases (one node).
+MEDIA_NODE_ID = env_str("MEDIA_NODE_ID", "") or socket.gethostname()
+MEDIA_PUBLIC_RTMP = env_str("MEDIA_PUBLIC_RTMP", STREAMING_RTMP_SERVER)
+MEDIA_PUBLIC_HTTP = env_str("MEDIA_PUBLIC_HTTP", "").rstrip("/")
+NODE_TIMEOUT = env_int("NODE_TIMEOUT", 10)  # s without a heartbeat: the node is lost
+ALLOCATE_URL = env_str("ALLOCATE_URL", "")  # GET ?room=&owner=&kind= -> {"node": ID}; empty: least loaded
+# Media nodes sweep lost nodes each second; beat does it too, for when no media node is left.
+CELERY_BEAT_SCHEDULE["sweep-lost-nodes"] = {"task": "live.tasks.nodes_sweep", "schedule": max(1.0, NODE_TIMEOUT / 2)}
 # Recordings: fragmented MP4 while live, a faststart MP4 + JPEG thumbnail once finalized (Celery).
 RECORDINGS_PATH = env_str("RECORDINGS_PATH", str(VAR_DIR / "recordings"))
 RECORDING_DEFAULT = env_bool("RECORDING_DEFAULT", False)  # a new room records unless it says otherwise

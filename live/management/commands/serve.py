@@ -22,7 +22,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("--bind", default="0.0.0.0")
         parser.add_argument("--port", type=int, default=settings.SERVER_PORT)
-        parser.add_argument("--no-media", action="store_true", help="web and signaling only")
+        parser.add_argument("--no-media", action="store_true",
+                            help="the web host: API, admin, room socket events; WHIP/WHEP sent on to media nodes")
 
     def handle(self, *args, bind: str, port: int, no_media: bool, **options) -> None:
         from daphne.endpoints import build_endpoint_description_strings
@@ -32,6 +33,11 @@ class Command(BaseCommand):
         from microvibe.asgi import application
 
         with_media = settings.MEDIA_PLANE_ENABLED and not no_media
+        from live.media_api import web_only_set
+
+        # --no-media is production's web host: WHIP/WHEP offers go on to the media nodes. (With
+        # MEDIA_PLANE_ENABLED=0 alone the process still takes WebRTC itself, as the SFU tests run.)
+        web_only_set(no_media)
         if with_media:
             reactor.callWhenRunning(lambda: asyncio.ensure_future(_start_media_plane()))
         server = Server(
