@@ -240,3 +240,46 @@ def _drop_database(server_url: str, name: str) -> None:
 
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Coturn:
+    """A coturn TURN server on 127.0.0.1 with REST-API credentials (`use-auth-secret`)."""
+
+    def __init__(self, secret: str, realm: str = "microvibe.test") -> None:
+        self.port, self.secret, self.realm = free_port(), secret, realm
+        self.dir = Path(tempfile.mkdtemp(prefix="mv-turn-"))
+        self.log_path = self.dir / "turn.log"
+
+    @property
+    def url(self) -> str:
+        return f"turn:127.0.0.1:{self.port}?transport=udp"
+
+    def config(self) -> str:
+        return "\n".join([
+            "listening-ip=127.0.0.1", "relay-ip=127.0.0.1", f"listening-port={self.port}",
+            # Relay ports below the ephemeral range, so no other socket in the namespace takes them.
+            "min-port=21000", "max-port=21099",
+            "use-auth-secret", f"static-auth-secret={self.secret}", f"realm={self.realm}",
+            "allow-loopback-peers",  # the SFU's candidates are 127.0.0.1, which coturn refuses by default
+            "no-tls", "no-dtls", "no-cli", "no-tcp-relay", "no-rfc5780", "simple-log", "verbose",
+            # Everything coturn writes stays in the temp dir (defaults are /var/run, /var/lib/turn).
+            f"log-file={self.log_path}", f"pidfile={self.dir / 'turn.pid'}", f"userdb={self.dir / 'turndb'}",
+        ]) + "\n"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@contextlib.contextmanager
+def coturn(secret: str) -> Iterator[Coturn]:
+    server = Coturn(secret)
+    (server.dir / "turnserver.conf").write_text(server.config())
+    proc = subprocess.Popen([require_tool("/usr/bin/turnserver"), "-c", str(server.dir / "turnserver.conf")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(server.port)  # coturn listens on TCP and UDP on the same port
+        yield server
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(server.dir, ignore_errors=True)
