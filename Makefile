@@ -43,23 +43,51 @@ test: $(STAMP) test-tools
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 ifeq ($(CI),true)
-	@echo "== again on PostgreSQL + Redis (CI) =="
-	$(PY) -m tests.support.with_services -- $(PY) -m pytest -q
+	@echo "== again on PostgreSQL + Redis (CI); test_production (its own PostgreSQL and Redis) and test_turn (no database) ran above =="
+	$(PY) -m tests.support.with_services -- $(PY) -m pytest -q --deselect tests/e2e/test_production.py \
+	  --deselect tests/e2e/test_turn.py
 endif
 
 # Figures for docs/benchmarks.md: RTMP/FLV fan-out against nginx-rtmp, then the SFU, then the
 # RTMP <-> WebRTC bridges (next to the fan-out and HLS figures the first step wrote to bench/out/),
 # then the transcoding bridges' CPU against an ffmpeg command line, then recording (against
-# nginx-rtmp's record all, and finalizing against ffmpeg's faststart remux).
+# nginx-rtmp's record all, and finalizing against ffmpeg's faststart remux), then several media
+# nodes (streams held by one node vs two, publish to first frame through nginx vs straight).
 bench: $(STAMP) test-tools
 	$(PY) -m bench
 	$(PY) -m bench.sfu
 	$(PY) -m bench.bridges
 	$(PY) -m bench.transcode
 	$(PY) -m bench.record
+	$(PY) -m bench.nodes
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
 clean:
 	rm -rf $(VENV) var
+
+# Backups (microvibe/backup.py): `make backup` writes BACKUP_DIR/microvibe-backup-<UTC time>.tar, a pg_dump -Fc
+# of the database the settings point at (DATABASE_URL or DATABASE_HOST/..., from the environment as for the
+# service) and the files under RECORDINGS_PATH; `make restore FILE=...` puts both back (pg_restore --clean).
+# With the Docker Compose stack add COMPOSE=1: the compose `backup` service does it inside the stack's network
+# (its image has the PostgreSQL 16 client), the archive directory mounted from the host.
+BACKUP_DIR ?= var/backups
+.PHONY: backup restore
+
+ifeq ($(COMPOSE),1)
+backup:
+	mkdir -p $(BACKUP_DIR)
+	docker compose run --rm -v "$(abspath $(BACKUP_DIR)):/backups" backup backup --dir /backups
+
+restore:
+	@test -f "$(FILE)" || { echo "usage: make restore COMPOSE=1 FILE=var/backups/microvibe-backup-....tar"; exit 2; }
+	docker compose run --rm -v "$(abspath $(dir $(FILE))):/backups:ro" backup restore "/backups/$(notdir $(FILE))"
+else
+backup: $(STAMP)
+	$(PY) -m microvibe.backup backup --dir $(BACKUP_DIR)
+
+restore: $(STAMP)
+	@test -f "$(FILE)" || { echo "usage: make restore FILE=var/backups/microvibe-backup-....tar"; exit 2; }
+	$(PY) -m microvibe.backup restore "$(FILE)"
+endif

@@ -23,6 +23,7 @@ from django.utils.html import escape
 
 from . import selectors
 from .events import room_group
+from .media_api import socket_of, web_only
 from .signaling import WEBRTC_TYPES, signal_disconnect_hooks, signal_handler_get
 from .ws_auth import BEARER_SUBPROTOCOL
 
@@ -115,6 +116,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self._send("pong", {})
         elif kind == "chat":
             await self._chat(message)
+        elif kind in WEBRTC_TYPES and web_only():
+            await self._send("error", {"code": "use_node_socket", "url": await socket_of(room_id=self.room_id),
+                                       "message": "WebRTC for this room is on its media node's socket: connect to url"})
         elif handler := signal_handler_get(kind):
             reply = await handler(self, message)
             if reply is not None:

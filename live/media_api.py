@@ -30,6 +30,8 @@ __all__ = [
     "media_control_listen",
     "media_control_register",
     "offer_route",
+    "socket_of",
+    "web_only",
     "metrics_collectors",
     "node_stat_report",
     "play_authorize",
@@ -176,6 +178,25 @@ class _Process:
 
 def web_only_set(value: bool) -> None:
     _Process.web_only = value
+
+
+def web_only() -> bool:
+    return _Process.web_only
+
+
+async def socket_of(*, room_id: str) -> str:
+    """The room socket URL of the node that holds the room, or that it is allocated to (WebRTC
+    over the socket needs the process with the peer connections)."""
+    return await sync_to_async(_socket_of, thread_sensitive=False)(room_id)
+
+
+def _socket_of(room_id: str) -> str:
+    urls = holder_urls(room_id)
+    if urls is None:
+        room = selectors.room_get_by_public_id(public_id=room_id)
+        owner = room.owner.get_username() if room else ""
+        urls = nodes.node_urls(nodes.allocate(public_id=room_id, owner=owner, kind="call")) or {}
+    return f"{urls.get('ws', '')}?room_id={room_id}" if urls else ""
 
 
 class NoMediaNode(Exception):

@@ -236,9 +236,10 @@ class RtmpConnection(asyncio.Protocol):
         self.publish_stream_id = ev.stream_id
         self._busy = self.server.spawn(self._authorize_publish(key, ev.stream_id), name=f"rtmp-auth-{self.peer}")
 
-    def _refuse_publish(self, stream_id: int, key: str, why: str) -> None:
+    def _refuse_publish(self, stream_id: int, key: str, reason: str, why: str) -> None:
+        """Refuse with `reason` (the metrics' label) and `why` (the client's status description)."""
         log.info("rtmp %s: publish refused for %s: %s", self.peer, key_log_id(key), why)
-        self.server.registry.publish_refused[why.split(":", 1)[0] if ":" in why else "error"] += 1
+        self.server.registry.publish_refused[reason] += 1
         if not self.closed and self.transport is not None:
             self.transport.write(self.codec.on_status(
                 stream_id, level="error", code="NetStream.Publish.BadName", description=why,
@@ -253,12 +254,12 @@ class RtmpConnection(asyncio.Protocol):
                 grant = await control.publish_authorize(stream_key=key, protocol="rtmp", client_addr=self.peer)
             except control.publish_refused as e:
                 reason = getattr(e, "reason", "refused")
-                self._refuse_publish(stream_id, key, f"{reason}: {getattr(e, 'message', e)}"
+                self._refuse_publish(stream_id, key, reason, f"{reason}: {getattr(e, 'message', e)}"
                                      if reason != "bad_key" else "bad_key: unknown stream key")
                 return
             except Exception as e:
                 log.exception("rtmp %s: publish authorization failed", self.peer)
-                self._refuse_publish(stream_id, key, f"authorization failed ({type(e).__name__})")
+                self._refuse_publish(stream_id, key, "error", f"authorization failed ({type(e).__name__})")
                 return
         finally:
             self._busy = None
@@ -273,7 +274,7 @@ class RtmpConnection(asyncio.Protocol):
             self.stream = self.server.registry.start(public_id, publisher=self, protocol="rtmp", client_addr=self.peer)
         except StreamAlreadyLive:
             self.server.report_end(grant.session_id, ERROR, self.codec.bytes_received, 0)
-            self._refuse_publish(stream_id, key, f"already_live: {public_id} already has a publisher")
+            self._refuse_publish(stream_id, key, "already_live", f"already_live: {public_id} already has a publisher")
             return
         log.info("rtmp %s: publishing %s (session %s)", self.peer, public_id, grant.session_id)
         self.transport.write(self.codec.on_status(  # type: ignore[union-attr]

@@ -70,7 +70,17 @@ class BroadcastPublisher:
         self.session = session
 
     def drop(self, reason: str) -> None:
-        asyncio.ensure_future(self.session.close(normalize_end_reason(reason)))
+        close_soon(self.session.close(normalize_end_reason(reason)))
+
+
+_closing: set[asyncio.Task] = set()  # closes in flight: a task nobody references may be collected
+
+
+def close_soon(closing) -> None:
+    """Run a session's close as a task kept alive until it is done (staff drops are sync calls)."""
+    task = asyncio.ensure_future(closing)
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
 
 
 class Sfu:
@@ -208,7 +218,7 @@ class Sfu:
             raise
         session.viewer = viewer  # type: ignore[attr-defined]
         viewer.sent = lambda: rtp_bytes_sent(session.pc)
-        viewer.drop = lambda: asyncio.ensure_future(session.close("dropped_by_staff"))
+        viewer.drop = lambda: close_soon(session.close("dropped_by_staff"))
         session.notes[:0] = rendition_notes(stream, WEBRTC)
         room = self.room(public_id)
         session.room = room  # type: ignore[attr-defined]
