@@ -27,7 +27,7 @@ def default_urls() -> dict[str, str]:
         "hls": settings.STREAMING_HLS_SERVER,
         "whip": settings.STREAMING_WHIP_SERVER,
         "whep": settings.STREAMING_WHEP_SERVER,
-        "ws": _ws(f"http://{settings.PUBLIC_HOST}:{settings.SERVER_PORT}") + "/api/v1/live/ws",
+        "ws": _ws(settings.PUBLIC_URL) + "/api/v1/live/ws",
     }
 
 

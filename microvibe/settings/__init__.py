@@ -11,7 +11,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
 
 from .env import env_bool, env_int, env_list, env_str
 
@@ -22,13 +21,7 @@ DEBUG = env_bool("DEBUG", True)
 
 _INSECURE_SECRET = "microvibe-insecure-dev-secret-change-me"
 SECRET_KEY = env_str("SECRET_KEY", _INSECURE_SECRET)
-JWT_SECRET = env_str("JWT_SECRET", _INSECURE_SECRET)
-if not DEBUG:
-    for _name, _value in (("SECRET_KEY", SECRET_KEY), ("JWT_SECRET", JWT_SECRET)):
-        if not _value or _value == _INSECURE_SECRET or len(_value) < 16:
-            raise ImproperlyConfigured(
-                f"{_name} must be set to a strong secret (16+ characters) when DEBUG is off"
-            )
+JWT_SECRET = env_str("JWT_SECRET", _INSECURE_SECRET)  # checked with the other secrets at the end of this file
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["*"] if DEBUG else ["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -267,6 +260,10 @@ LOGGING = {
     "loggers": {"django.channels.server": {"level": "WARNING"}, "daphne": {"level": "WARNING"}},
 }
 
+# Behind nginx (TLS there): trust its X-Forwarded-Proto so Django knows the request was HTTPS.
+if env_bool("BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
     CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
@@ -291,3 +288,16 @@ RTC_TURN_URLS = env_list("RTC_TURN_URLS", [])  # e.g. turn:turn.example.org:3478
 RTC_TURN_SECRET = env_str("RTC_TURN_SECRET", "")  # coturn static-auth-secret (REST API credentials)
 RTC_TURN_TTL = env_int("RTC_TURN_TTL", 86400)
 ROOM_MAX_PEERS = env_int("ROOM_MAX_PEERS", 4)
+
+# Last, once every secret is read: with DEBUG off, refuse a weak SECRET_KEY/JWT_SECRET and any secret still
+# holding configs/env.example's CHANGE_ME placeholder, naming every offending variable in one error.
+if not DEBUG:
+    from .secrets_check import secrets_check
+
+    secrets_check({
+        "SECRET_KEY": SECRET_KEY, "JWT_SECRET": JWT_SECRET,
+        "DATABASE_PASSWORD": env_str("DATABASE_PASSWORD", ""), "DATABASE_URL": env_str("DATABASE_URL", ""),
+        "REDIS_PASSWORD": env_str("REDIS_PASSWORD", ""), "REDIS_URL": env_str("REDIS_URL", ""),
+        "RTC_TURN_SECRET": RTC_TURN_SECRET, "METRICS_TOKEN": METRICS_TOKEN, "HOOK_SECRET": HOOK_SECRET,
+        "RECORDINGS_S3_SECRET_KEY": RECORDINGS_S3_SECRET_KEY,
+    }, strong=("SECRET_KEY", "JWT_SECRET"), insecure=(_INSECURE_SECRET,))
