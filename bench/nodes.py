@@ -14,7 +14,7 @@ web, media nodes, Celery, nginx with the production template), DEBUG=0.
 - Publish to first frame: from the start of a publish to the first coded video frame an HTTP-FLV
   player gets. Through the front: the owner asks the API (through nginx) where to publish
   (`/ingest`, the allocation step), publishes there, and the player polls the generic
-  `https://.../flv/{room}.flv` through nginx (any node; another node redirects to the holder).
+  `https://.../flv/{room}.flv` through nginx (the web host redirects to the holder).
   Straight: publish to a node's RTMP port, poll that node's own FLV port. Median of `--runs`,
   interleaved.
 
@@ -233,7 +233,7 @@ def section(data: dict, machine: dict, args) -> str:
         "",
         "| path | median s | min-max s |",
         "|---|---:|---|",
-        f"| through nginx: `/ingest` (allocation) + generic `/flv/` URL (redirect to the holder) | "
+        f"| through nginx: `/ingest` (allocation) + generic `/flv/` URL (the web host redirects to the holder) | "
         f"{first['front']['median_s']:.3f} | {first['front']['min_s']:.3f}-{first['front']['max_s']:.3f} |",
         f"| straight to a node's RTMP and FLV ports | {first['straight']['median_s']:.3f} | "
         f"{first['straight']['min_s']:.3f}-{first['straight']['max_s']:.3f} |",

@@ -189,9 +189,15 @@ def test_media_nodes_have_their_own_id_ports_and_addresses():
     assert sum(len(r) for r in ranges) == len(set().union(*ranges)), "RTC port ranges overlap"
     assert [(r.start, r.stop - 1) for r in map(port_range, (nodes["media-1"], nodes["media-2"]))] == [
         (40000, 40099), (40100, 40199)]
-    # nginx reaches node n as media-n; it must wait for each (it resolves their names when it starts).
+    # nginx reaches node n as media-n, looked up per request (so it need not wait for the nodes).
     assert {f"media-{i}" for i in range(1, len(nodes) + 1)} == set(nodes)
-    assert set(nodes) <= set(document["services"]["nginx"]["depends_on"])
+    template = NGINX_TEMPLATE.read_text()
+    nginx_env = environment(document["services"]["nginx"])
+    assert nginx_env.get("RESOLVER") == "127.0.0.11"
+    for name in nodes:
+        index = name.split("-")[1]
+        assert nginx_env[f"MEDIA_{index}_HTTP"] == f"{name}:8081" and nginx_env[f"MEDIA_{index}_APP"] == f"{name}:8090"
+        assert f"{name} ${{MEDIA_{index}_HTTP}};" in template and f"{name} ${{MEDIA_{index}_APP}};" in template
 
 
 def test_no_secret_is_written_in_the_compose_file():

@@ -172,7 +172,7 @@ async def _plays_everywhere(c: Cluster, one: str, two: str, seen: list[dict]) ->
         assert urls["rtmp"] == f"rtmp://127.0.0.1:{c.nodes[node].rtmp_port}/live/{room_id}", urls
         for protocol in ("rtmp", "flv", "hls"):
             await asyncio.to_thread(decodes, urls[protocol], 4 if protocol == "hls" else 3)
-    # The generic URL reaches any node; the one that does not hold the stream redirects (302).
+    # The generic URL reaches the web host, which redirects (302) to the node that holds the stream.
     for _ in range(2):
         await asyncio.to_thread(decodes, f"{c.base}/flv/{two}.flv")
     assert "/node/media-1/" in await node_socket(c, one)

@@ -90,6 +90,7 @@ def _nginx_conf(cluster: Cluster, hls_root: Path, certs: Path) -> Path:
         "SERVER_NAME": "127.0.0.1", "WEB_UPSTREAM": f"127.0.0.1:{cluster.web_port}",
         "MEDIA_1_HTTP": f"127.0.0.1:{n1.http_port}", "MEDIA_1_APP": f"127.0.0.1:{n1.app_port}",
         "MEDIA_2_HTTP": f"127.0.0.1:{n2.http_port}", "MEDIA_2_APP": f"127.0.0.1:{n2.app_port}",
+        "RESOLVER": "127.0.0.1",  # never asked here: the nodes are named by address
         "HLS_ROOT": str(hls_root), "TLS_CERT": str(certs / "tls.crt"), "TLS_KEY": str(certs / "tls.key"),
         "LISTEN_HTTP": f"127.0.0.1:{cluster.http_port}", "LISTEN_HTTPS": f"127.0.0.1:{cluster.https_port}"})
     (cluster.dir / "site.conf").write_text(site)
