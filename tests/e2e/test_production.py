@@ -3,7 +3,8 @@ nodes, a Celery worker and beat, nginx with the production template (tests/suppo
 all with DEBUG=0. Two ffmpeg publishers land on different nodes (the push URLs the API hands out
 name the least loaded node); each plays over RTMP, FLV and HLS through the URLs the API returns
 (FLV/HLS through nginx); a WHEP viewer of one, sent by the web host to the holder (307), decodes
-frames; a room socket on the web process sees the live and viewers events of a stream on a node.
+frames; a room socket on the web process sees the live and viewers events of a stream on a node,
+and a staff end on the web process drops a node's publisher.
 Then one node is SIGKILLed: within NODE_TIMEOUT its session ends "node_lost", the other stream
 plays on, and a new publish of the lost room succeeds on the surviving node."""
 from __future__ import annotations
@@ -207,3 +208,9 @@ async def _node_lost(c: Cluster, token: str, rooms: list[dict], publishers: list
     urls = room_of(c, one)["play_urls"]
     assert f"127.0.0.1:{c.nodes['media-2'].rtmp_port}/" in urls["rtmp"], urls
     await asyncio.to_thread(decodes, urls["rtmp"])
+
+    # A staff action on the web process reaches the node holding the stream (the Redis channel layer).
+    status, body = call(c, f"/api/v1/live/{two}/end", {}, token)
+    assert status == 200 and body["data"]["was_live"], body
+    assert await asyncio.to_thread(wait_until, lambda: publishers[1].poll() is not None, 10), "publisher not dropped"
+    assert session_end(c, two)[0] == "dropped_by_staff"
