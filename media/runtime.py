@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,8 +176,8 @@ class MediaPlane:
     async def report_viewers(self) -> None:
         """Push changed viewer counts, one call per stream whose count changed. The count is the
         stream's viewer sessions (RTMP, FLV, WebRTC and HLS players alike)."""
-        sessions = Counter(v.public_id for v in self.registry.viewers.all())
-        live = {s.public_id: max(s.viewer_count, sessions[s.public_id]) for s in self.registry.streams()}
+        viewers = self.registry.viewers
+        live = {s.public_id: max(s.viewer_count, viewers.count(s.public_id)) for s in self.registry.streams()}
         for public_id in list(self._reported):
             if public_id not in live:
                 del self._reported[public_id]

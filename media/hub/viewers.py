@@ -58,6 +58,9 @@ Ended = Callable[[ViewerSession], None]
 class ViewerSessions:
     def __init__(self) -> None:
         self._by_id: dict[str, ViewerSession] = {}
+        # The same sessions by stream: counts and a stream's list each second cost its own viewers,
+        # not every viewer of the node.
+        self._by_stream: dict[str, dict[str, ViewerSession]] = {}
         self.authorize: Authorize | None = None  # raises PlayRefused
         self.ended: Ended | None = None
         self.opened = Counter[str]()  # per protocol, since start
@@ -79,6 +82,7 @@ class ViewerSessions:
                 log.info("%s %s: play of %s refused: %s", protocol, client_addr, public_id, refused.message)
                 raise
         self._by_id[session.id] = session
+        self._by_stream.setdefault(public_id, {})[session.id] = session
         self.opened[protocol] += 1
         return session
 
@@ -86,6 +90,10 @@ class ViewerSessions:
         """The player went (idempotent)."""
         if session.closed or self._by_id.pop(session.id, None) is None:
             return
+        watching = self._by_stream.get(session.public_id, {})
+        watching.pop(session.id, None)
+        if not watching:
+            self._by_stream.pop(session.public_id, None)
         session.closed = True
         self.bytes_sent_closed[session.protocol] += session.sent()
         if self.ended is not None:
@@ -98,7 +106,10 @@ class ViewerSessions:
         return self._by_id.get(session_id)
 
     def of_stream(self, public_id: str) -> list[ViewerSession]:
-        return [s for s in self._by_id.values() if s.public_id == public_id]
+        return list(self._by_stream.get(public_id, {}).values())
+
+    def count(self, public_id: str) -> int:
+        return len(self._by_stream.get(public_id, ()))
 
     def all(self) -> list[ViewerSession]:
         return list(self._by_id.values())
