@@ -69,13 +69,8 @@ _live: dict[str, _LiveRoom] = {}  # public id -> the live room, while its sessio
 
 
 def _publish_start(stream_key: str, protocol: str, expected_public_id: str | None, client_addr: str) -> PublishGrant:
-    try:
-        session = services.publish_start(stream_key=stream_key, protocol=protocol, client_addr=client_addr,
-                                         expected_public_id=expected_public_id, node=settings.MEDIA_NODE_ID)
-    except PublishRefused:
-        if expected_public_id is not None:
-            nodes.release(expected_public_id, settings.MEDIA_NODE_ID)
-        raise
+    session = services.publish_start(stream_key=stream_key, protocol=protocol, client_addr=client_addr,
+                                     expected_public_id=expected_public_id, node=settings.MEDIA_NODE_ID)
     room = session.room
     _live[room.public_id] = _LiveRoom(room.pk, session.pk, dict(room.hooks))
     return PublishGrant(room_id=room.pk, public_id=room.public_id, session_id=session.pk,
@@ -214,9 +209,9 @@ async def offer_route(*, kind: str, public_id: str, here: bool) -> str | None:
 
 
 def _offer_route(kind: str, public_id: str) -> str | None:
-    if not _Process.web_only:
-        held = _holder_elsewhere(public_id)
-        return f"{held['whep']}/{public_id}" if held and kind == "whep" else None
+    if not _Process.web_only:  # a media node takes every publish itself (publish_authorize claims the room)
+        held = _holder_elsewhere(public_id) if kind == "whep" else None
+        return f"{held['whep']}/{public_id}" if held else None
     if kind == "whep":
         held = holder_urls(public_id)
         return f"{held['whep']}/{public_id}" if held else None  # None: answered here (404 not live)
@@ -231,7 +226,8 @@ def _offer_route(kind: str, public_id: str) -> str | None:
 
 
 def _holder_elsewhere(public_id: str) -> dict | None:
-    return None if nodes.holder(public_id) in (None, settings.MEDIA_NODE_ID) else holder_urls(public_id)
+    holder = nodes.holder(public_id)
+    return None if holder in (None, settings.MEDIA_NODE_ID) else nodes.node_urls(holder)
 
 
 async def play_authorize(*, public_id: str) -> bool:

@@ -44,13 +44,13 @@ def claim_key(public_id: str) -> str:
 
 def claim(public_id: str, node: str) -> str:
     """Take the room for `node` unless another node holds it; returns the holder's id."""
-    if cache.add(claim_key(public_id), node, settings.NODE_TIMEOUT):
-        return node
-    holder = cache.get(claim_key(public_id))
-    if holder is None:  # expired between the two calls
-        return node if cache.add(claim_key(public_id), node, settings.NODE_TIMEOUT) else str(cache.get(
-            claim_key(public_id)))
-    return str(holder)
+    key = claim_key(public_id)
+    for _ in range(2):  # a second try when the claim expired between the add and the get
+        if cache.add(key, node, settings.NODE_TIMEOUT):
+            return node
+        if (held := cache.get(key)) is not None:
+            return str(held)
+    return node if cache.add(key, node, settings.NODE_TIMEOUT) else str(cache.get(key))
 
 
 def claims_renew(public_ids: list[str], node: str) -> None:
