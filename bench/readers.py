@@ -126,7 +126,9 @@ async def flv_reader(url: str, log: ReaderLog, window: Window) -> None:
 KINDS = {"rtmp": rtmp_reader, "flv": flv_reader}
 
 
-async def run(kind: str, url: str, count: int, first_index: int, window: Window, stop: float) -> list[ReaderLog]:
+async def run(kind: str, url: str, count: int, first_index: int, window: Window, stop: float,
+              join_step: float = 0.0) -> list[ReaderLog]:
+    """Each reader joins at its index times `join_step` (plus 10 ms per reader of this process)."""
     logs = [ReaderLog(first_index + i) for i in range(count)]
 
     async def one(log: ReaderLog, delay: float) -> None:
@@ -138,7 +140,7 @@ async def run(kind: str, url: str, count: int, first_index: int, window: Window,
         except Exception as error:  # noqa: BLE001 - any failure is a result to report
             log.error = f"{type(error).__name__}: {error}"
 
-    await asyncio.gather(*(one(log, i * 0.01) for i, log in enumerate(logs)))
+    await asyncio.gather(*(one(log, i * 0.01 + log.index * join_step) for i, log in enumerate(logs)))
     return logs
 
 
@@ -151,8 +153,10 @@ def main() -> None:
     parser.add_argument("--t0", type=float, required=True)
     parser.add_argument("--t1", type=float, required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--join-step", type=float, default=0.0, help="s between two readers' joins, by index")
     args = parser.parse_args()
-    logs = asyncio.run(run(args.kind, args.url, args.count, args.first_index, Window(args.t0, args.t1), args.t1))
+    window = Window(args.t0, args.t1)
+    logs = asyncio.run(run(args.kind, args.url, args.count, args.first_index, window, args.t1, args.join_step))
     with open(args.out, "w") as f:
         json.dump([asdict(log) for log in logs], f)
 

@@ -32,6 +32,7 @@ class Case:
     name: str
     kind: str  # a reader kind: readers.KINDS
     readers: int
+    join_over: float = 0.0  # s over which the readers join, evenly (0: all at once)
 
 
 CASES = {c.name: c for c in (
@@ -39,10 +40,16 @@ CASES = {c.name: c for c in (
     Case("rtmp-10", "rtmp", 10),
     Case("rtmp-50", "rtmp", 50),
     Case("rtmp-100", "rtmp", 100),
+    Case("rtmp-300", "rtmp", 300),
     Case("flv-50", "flv", 50),
+    Case("flv-100", "flv", 100),
+    # joining over 20 s (10 GOPs): viewers that start at different keyframes
+    Case("flv-100-spread", "flv", 100, join_over=20.0),
+    Case("flv-300", "flv", 300),
     Case("ingest", "rtmp", 0),  # publisher only: the per-stream cost under the per-viewer one
 )}  # fmt: skip
-DEFAULT_CASES = ["rtmp-1", "rtmp-10", "rtmp-50", "rtmp-100", "flv-50"]
+DEFAULT_CASES = ["ingest", "rtmp-1", "rtmp-10", "rtmp-50", "rtmp-100", "rtmp-300", "flv-50", "flv-100",
+                 "flv-100-spread", "flv-300"]
 SERVERS = {"nginx": NginxRtmp, "microvibe": MicroVibe}
 PARTS = ("fanout", "hls")
 STARTUP = 1.0  # s for reader processes to start and connect before the warm-up counts
@@ -108,14 +115,15 @@ def run_case(server, publisher: subprocess.Popen, pub_log: Path, case: Case, arg
         return {**row, "skipped": reason}
     if publisher.poll() is not None:
         raise RuntimeError(f"{server.name}: the publisher exited:\n{server.log()}")
-    t0 = time.monotonic() + STARTUP + args.warmup
+    t0 = time.monotonic() + STARTUP + case.join_over + args.warmup
     t1 = t0 + args.seconds
     procs, outs = [], []
     shares = split(case.readers, math.ceil(case.readers / args.readers_per_proc))  # none for ingest
     for i, (first, count) in enumerate(shares):
         outs.append(tmp / f"{server.name}-{case.name}-{i}.json")
         cmd = _python("bench.readers", case.kind, url, "--count", str(count), "--first-index", str(first),
-                      "--t0", f"{t0:.6f}", "--t1", f"{t1:.6f}", "--out", str(outs[-1]))
+                      "--t0", f"{t0:.6f}", "--t1", f"{t1:.6f}", "--out", str(outs[-1]),
+                      "--join-step", f"{case.join_over / max(1, case.readers):.6f}")
         procs.append(subprocess.Popen(cmd, cwd=ROOT))
     usage, machine_pct, readers = measure_window(server, publisher, procs, outs, shares, t0, t1)
     time.sleep(1.0)  # the publisher flushes its send log every 0.5 s
@@ -156,7 +164,7 @@ def run_server(name: str, cases: list[Case], args, source: Path, tmp: Path) -> t
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description="MicroVibe vs nginx-rtmp fan-out benchmark")
     parser.add_argument("--cases", default=",".join(DEFAULT_CASES),
-                        help=f"comma-separated, of: {', '.join(CASES)} (default: all but ingest)")
+                        help=f"comma-separated, of: {', '.join(CASES)} (default: all)")
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window per case")
     parser.add_argument("--warmup", type=float, default=5.0, help="warm-up per case, after the readers start")
     parser.add_argument("--only", choices=sorted(SERVERS), help="run one server only")

@@ -38,6 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from .bridges.rendition import BUDGET, COUNTERS, renditions
 from .stats import PROTOCOLS
+from .workers import pool
 
 if TYPE_CHECKING:
     from .runtime import MediaPlane
@@ -106,6 +107,13 @@ class MediaCollector:
                       ["node", "kind", "outcome"], outcomes)
         yield _family(g, "microvibe_recordings_running", "Recordings being written.", ["node"],
                       {(node,): plane.recorder.active if plane.recorder else 0})
+        workers = pool()
+        yield _family(g, "microvibe_worker_lanes", "Per-stream jobs (HLS, recording, bridges) on the worker pool.",
+                      ["node"], {(node,): workers.lanes})
+        yield _family(g, "microvibe_worker_lanes_max", "The worker pool's lane cap (MEDIA_WORKER_LANES).",
+                      ["node"], {(node,): workers.max_lanes})
+        yield _family(c, "microvibe_worker_lanes_refused", "Per-stream jobs refused: every lane was taken.",
+                      ["node"], {(node,): workers.refused})
 
 
 class LoopLag:

@@ -29,6 +29,7 @@ from media.codecs.errors import CodecError
 from media.config import MediaConfig
 from media.hub.stream import Entry, Stream
 from media.hub.unit import AUDIO, DATA, TIME_BASE, VIDEO, AccessUnit
+from media.workers import NodeBusy, WorkersFull
 
 from .runner import Bridge
 
@@ -71,8 +72,8 @@ H264_AAC = Target("h264-aac", "HLS/HTTP-FLV/RTMP", frozenset({"h264"}), frozense
 COUNTERS: Counter[str] = Counter()
 
 
-class TranscodeRefused(Exception):
-    """This node already runs TRANSCODE_MAX video transcodes."""
+class TranscodeRefused(NodeBusy):
+    """This node already runs TRANSCODE_MAX video transcodes, or has no worker lane left."""
 
 
 def _non_reference(unit: AccessUnit) -> bool:
@@ -243,8 +244,14 @@ class Rendition:
             skip_before = newest - TIME_BASE // 10 if newest is not None else None
         self.stream.declare(kind, to)
         self._arrivals[kind] = _Arrivals(by_pts=kind == VIDEO)
-        self.bridges[kind] = Bridge(source, kind, f"{codec}-{to}", make, self._emitter(kind),
-                                    needs_config=codec in _NEEDS_CONFIG, skip_before=skip_before)
+        try:
+            self.bridges[kind] = Bridge(source, kind, f"{codec}-{to}", make, self._emitter(kind),
+                                        needs_config=codec in _NEEDS_CONFIG, skip_before=skip_before)
+        except WorkersFull as exc:
+            log.warning("rendition %s/%s: %s", source.public_id, target.name, exc)
+            _refusals[source] = f"{target.label} viewers refused: {exc}"
+            self._close_now("refused")
+            raise TranscodeRefused(str(exc)) from exc
         COUNTERS[f"{kind}_started"] += 1
         log.info("rendition %s/%s: %s %s -> %s started", source.public_id, target.name, kind, codec, to)
 

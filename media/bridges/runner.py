@@ -1,4 +1,5 @@
-"""A bridge as a hub reader: a bounded per-stream queue, the conversion in the bridge's own thread.
+"""A bridge as a hub reader: a bounded per-stream queue, the conversion on a lane of the node's
+worker pool (media/workers.py).
 
 One `Bridge` per stream, track kind and target codec (e.g. a stream's AAC as Opus for WebRTC
 viewers), made by a `Rendition` (rendition.py) when its first consumer needs it and stopped after
@@ -11,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from media.hub.stream import Stream
 from media.hub.unit import AccessUnit
+from media.workers import pool
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +49,20 @@ class Bridge:
         self.converter: Converter | None = None
         self.units_in = 0
         self.units_out = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-{stream.public_id}")
-        self.reader = stream.add_reader(name, max_units=max_units)
+        self.lane = pool().lane(f"{name} bridge of {stream.public_id}")  # raises WorkersFull
+        try:
+            self.reader = stream.add_reader(name, max_units=max_units)
+        except BaseException:  # StreamClosed
+            self.lane.close()
+            raise
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"{name}-{stream.public_id}")
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             while (batch := await self.reader.batch(_BATCH)) is not None:
                 batch = [unit for unit in batch if unit.kind == self.kind]
                 if batch:
-                    for out in await loop.run_in_executor(self._executor, self._convert, batch):
+                    for out in await self.lane.run(self._convert, batch):
                         self.units_out += 1
                         self._emit(out)
         except asyncio.CancelledError:
@@ -67,10 +71,10 @@ class Bridge:
             log.exception("bridge %s of %s failed; stopped", self.name, self.stream.public_id)
         finally:
             self.reader.close()
-            self._executor.shutdown(wait=False)
+            self.lane.close()
 
     def _convert(self, batch: list[AccessUnit]) -> list[AccessUnit]:
-        """In the bridge's thread."""
+        """On a worker thread."""
         out: list[AccessUnit] = []
         for unit in batch:
             if unit.config:

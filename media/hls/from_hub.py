@@ -1,5 +1,6 @@
-"""The async side of HLS: one writer per live stream, a hub reader feeding the segmenter in
-the stream's own worker thread, and the directory cleaned some time after the publisher left.
+"""The async side of HLS: one writer per live stream, a hub reader feeding the segmenter on a lane
+of the node's worker pool (media/workers.py), and the directory cleaned some time after the
+publisher left.
 
 Per stream, never per viewer: viewers only read the files the segmenter leaves on disk.
 
@@ -15,21 +16,23 @@ import asyncio
 import logging
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from media.bridges.rendition import H264_AAC, needs_rendition, playable
 from media.hub.stream import Stream
 from media.hub.unit import AccessUnit
+from media.workers import WorkersFull, pool
 
 from .segmenter import HlsOptions, HlsSegmenter, HlsUnsupported
 
 log = logging.getLogger(__name__)
 
-# Units handed to the worker thread in one hop: enough to amortize the hop, small enough to
-# keep the playlist close to live.
-_BATCH = 64
+# The writer wakes (and hops to a worker thread) once per this much media, or at a keyframe,
+# where a segment may end: a few hops a second instead of one per unit (the hop, a future and a
+# wakeup of the loop, costs more than muxing the unit).
+_GATHER_MS = 200
+_BATCH = 256  # units handed over in one hop at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,27 +73,33 @@ class HlsWriter:
         self.config = config
         self.resume = resume
         self.segmenter = HlsSegmenter(config.root, stream.public_id, config.options, resume=resume)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hls-{stream.public_id}")
-        self.reader = stream.add_reader("hls", max_units=config.reader_units)
+        self.lane = pool().lane(f"hls {stream.public_id}")  # raises WorkersFull
+        try:
+            self.reader = stream.add_reader("hls", max_units=config.reader_units, gather_ms=_GATHER_MS)
+        except BaseException:
+            self.lane.close()
+            raise
         self.ready = asyncio.Event()  # set once the playlist exists
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
+        lane = self.lane
         try:
-            if not self.resume:  # in the stream's own thread, before its first segment
-                await loop.run_in_executor(self._executor, remove_files, self.config.root, self.stream.public_id)
+            if not self.resume:  # on the stream's lane, before its first segment
+                await lane.run(remove_files, self.config.root, self.stream.public_id)
             while (batch := await self.reader.batch(_BATCH)) is not None:
-                if await loop.run_in_executor(self._executor, self._write_batch, batch):
+                if await lane.run(self._write_batch, batch):
                     self.ready.set()
         except HlsUnsupported as exc:
             log.warning("hls %s: not segmented: %s", self.stream.public_id, exc)
             self.reader.close()
         finally:
-            await loop.run_in_executor(self._executor, self.segmenter.close)
-            self._executor.shutdown(wait=False)
+            try:
+                await lane.run(self.segmenter.close)
+            finally:
+                lane.close()
 
     def _write_batch(self, batch: list[AccessUnit]) -> bool:
-        """In the stream's thread; True once the playlist exists."""
+        """On a worker thread; True once the playlist exists."""
         for unit in batch:
             self.segmenter.write(unit)
         return self.ready.is_set() or self.segmenter.playlist.exists()
@@ -133,16 +142,19 @@ class HlsService:
             log.info("hls %s: carries %s; segmented on the first playlist request (it needs a transcode)",
                      stream.public_id, stream.tracks())
             return
-        self._start_writer(stream)
+        try:
+            self._start_writer(stream)
+        except WorkersFull as exc:
+            log.warning("hls %s: not segmented: %s", stream.public_id, exc)
 
     def _start_writer(self, stream: Stream) -> HlsWriter:
         public_id = stream.public_id
-        pending = self._cleanups.pop(public_id, None)
-        if pending is not None:
-            pending.cancel()
         resume = public_id in self._ended_at and time.monotonic() - self._ended_at[public_id] < \
             self.config.cleanup_after
         writer = HlsWriter(stream, self.config, resume=resume)
+        pending = self._cleanups.pop(public_id, None)
+        if pending is not None:
+            pending.cancel()
         task = asyncio.get_running_loop().create_task(self._run(writer), name=f"hls-{public_id}")
         self._writers[public_id] = task
         self._writer_of[public_id] = writer
@@ -151,7 +163,8 @@ class HlsService:
     async def demand(self, public_id: str) -> None:
         """A playlist request: start an on-demand writer and wait (a little) for its first segment.
 
-        Raises TranscodeRefused when this node runs TRANSCODE_MAX video transcodes already.
+        Raises TranscodeRefused when this node runs TRANSCODE_MAX video transcodes already, and
+        WorkersFull when its worker pool has no lane left (both media.workers.NodeBusy).
         """
         source = self._on_demand.get(public_id)
         if source is None:

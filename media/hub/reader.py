@@ -4,6 +4,10 @@ The stream offers entries synchronously; the reader's own task drains them. The 
 waits: when the queue is full the unit is dropped and counted, and the reader skips everything
 up to the next random access point (a hole inside a GOP breaks the picture), where it resumes,
 with the sequence headers again if they changed meanwhile.
+
+A reader that hops to a thread per wakeup (HLS, recording, bridges) sets ``gather_ms``: its task
+is woken once that much media has queued, at a keyframe, or at the end, not per unit, so a
+stream costs a few wakeups and thread hops a second instead of one per unit, with no timer.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class StreamReader:
-    def __init__(self, stream: Stream, name: str, max_units: int) -> None:
+    def __init__(self, stream: Stream, name: str, max_units: int, gather_ms: int = 0) -> None:
         if max_units < 1:
             raise ValueError("max_units must be >= 1")
         self.stream = stream
@@ -31,6 +35,8 @@ class StreamReader:
         self.max_units = max_units
         self._queue: deque[AccessUnit] = deque()
         self._wakeup = asyncio.Event()
+        self._gather_ms = gather_ms
+        self._gather_from: int | None = None  # ts (ms) of the first unit queued since the last wakeup
         self._skipping = False
         self._config_gen = stream.config_gen
         self.ended = False
@@ -77,7 +83,20 @@ class StreamReader:
         if entry.unit.config:
             self._config_gen = self.stream.config_gen
         q.append(entry.unit)
-        self._wakeup.set()
+        if self._gather_ms:
+            self._wake_gathered(entry)
+        else:
+            self._wakeup.set()
+
+    def _wake_gathered(self, entry: Entry) -> None:
+        if self._wakeup.is_set():
+            return
+        start = self._gather_from
+        if start is None:
+            start = self._gather_from = entry.ts
+        if entry.rap or entry.ts - start >= self._gather_ms or len(self._queue) * 2 >= self.max_units:
+            self._gather_from = None
+            self._wakeup.set()
 
     def end(self, reason: str) -> None:
         self.ended = True
@@ -93,9 +112,12 @@ class StreamReader:
     async def get(self) -> AccessUnit | None:
         """The next unit, or None once the stream has ended and the queue is drained."""
         while True:
-            if self._queue:
+            if self._queue and (self._wakeup.is_set() or self.ended):
                 self.delivered += 1
-                return self._queue.popleft()
+                unit = self._queue.popleft()
+                if not self._queue:
+                    self._wakeup.clear()  # drained: the next wakeup comes from offer()
+                return unit
             if self.ended:
                 return None
             self._wakeup.clear()
@@ -108,9 +130,12 @@ class StreamReader:
         if first is None:
             return None
         batch = [first]
-        while self._queue and len(batch) < limit:
+        q = self._queue
+        while q and len(batch) < limit:
             self.delivered += 1
-            batch.append(self._queue.popleft())
+            batch.append(q.popleft())
+        if not q:
+            self._wakeup.clear()
         return batch
 
     def __aiter__(self) -> AsyncIterator[AccessUnit]:

@@ -391,16 +391,17 @@ class Stream:
 
     # ------------------------------------------------------------------ per-stream readers
 
-    def add_reader(self, name: str, *, max_units: int | None = None) -> StreamReader:
+    def add_reader(self, name: str, *, max_units: int | None = None, gather_ms: int = 0) -> StreamReader:
         """A bounded queue for a per-stream reader (HLS muxer, recorder, bridge).
 
         The reader owns a task that drains it (``async for unit in reader``). It starts with the
         sequence headers and the GOP cache; when full, units are dropped (and counted) until the
-        next keyframe. ``reader.close()`` unsubscribes it.
+        next keyframe. With ``gather_ms`` its task wakes once per that much media (or keyframe),
+        not per unit. ``reader.close()`` unsubscribes it.
         """
         if self.closed:
             raise StreamClosed(self.public_id)
-        reader = StreamReader(self, name, max_units or self.config.reader_queue_units)
+        reader = StreamReader(self, name, max_units or self.config.reader_queue_units, gather_ms)
         start = self.start_entries()
         prime = [e for e in (self.metadata, self.video_config, self.audio_config) if e is not None]
         if start is not None:

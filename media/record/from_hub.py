@@ -22,13 +22,13 @@ import contextvars
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from media.bridges.rendition import H264_AAC, TranscodeRefused, playable
 from media.hub.stream import Stream, StreamClosed
 from media.hub.unit import AccessUnit
+from media.workers import WorkersFull, pool
 
 from .writer import VIDEO_CODECS, Mp4Recorder, RecordingInfo, RecordUnsupported
 
@@ -37,9 +37,10 @@ log = logging.getLogger(__name__)
 # Units handed to the worker thread in one hop: enough to amortize the hop, small enough to keep
 # what a crash can lose (the queue, the muxer's open fragment) short.
 _BATCH = 512
-# At most one hop per this many seconds: the units arrive one by one, and a thread hop (a future,
-# a wakeup of the loop) per unit cost 50 times the muxing itself.
-_HOP_EVERY = 0.25
+# The recorder wakes (and hops to a worker thread) once per this much media, or at a keyframe:
+# the units arrive one by one, and a thread hop (a future, a wakeup of the loop) per unit cost
+# 50 times the muxing itself.
+_GATHER_MS = 250
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 # End reasons besides the stream's own close reason (e.g. "publisher_left").
@@ -48,6 +49,7 @@ SHUTDOWN = "shutdown"  # the media plane stopped
 CONFIG_CHANGED = "config_changed"  # the picture size or codec changed: a new part follows
 UNSUPPORTED = "unsupported"
 TRANSCODE_REFUSED = "transcode_refused"
+NODE_BUSY = "node_busy"  # no worker lane left (MEDIA_WORKER_LANES)
 ERROR = "error"
 
 
@@ -72,38 +74,40 @@ class Recorder:
         self.stream = stream
         self.path = path
         self.writer = Mp4Recorder(path, flush_every=flush_every)
-        self.reader = stream.add_reader("record", max_units=reader_units)  # raises StreamClosed
+        self.lane = pool().lane(f"recording {stream.public_id}")  # raises WorkersFull
+        try:
+            self.reader = stream.add_reader("record", max_units=reader_units, gather_ms=_GATHER_MS)
+        except BaseException:  # StreamClosed
+            self.lane.close()
+            raise
         self.end_reason: str | None = None
         self._stop_reason: str | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rec-{stream.public_id}")
 
     async def run(self) -> RecordingInfo | None:
-        """Record until the stream ends or `stop()`; the file is closed (in the worker thread) on
-        every way out. `end_reason` says why it ended."""
-        loop = asyncio.get_running_loop()
+        """Record until the stream ends or `stop()`; the file is closed (on the lane) on every way
+        out. `end_reason` says why it ended."""
         reason = None
         info = None
         try:
-            reason = await self._write_all(loop)
+            reason = await self._write_all()
         finally:
             self.reader.close()
             try:
-                info = await asyncio.shield(loop.run_in_executor(self._executor, self.writer.close))
+                info = await asyncio.shield(self.lane.run(self.writer.close))
             except Exception:
                 log.exception("record %s: closing %s failed", self.stream.public_id, self.path.name)
                 reason = reason or ERROR
             finally:
-                self._executor.shutdown(wait=False)
+                self.lane.close()
         self.end_reason = reason or self._stop_reason or self.reader.end_reason or "ended"
         return info
 
-    async def _write_all(self, loop: asyncio.AbstractEventLoop) -> str | None:
-        """Hand the reader's units to the worker thread until it ends; a reason when the file did."""
+    async def _write_all(self) -> str | None:
+        """Hand the reader's units to the lane until it ends; a reason when the file did."""
         try:
             while (batch := await self.reader.batch(_BATCH)) is not None:
-                if not await loop.run_in_executor(self._executor, self._write_batch, batch):
+                if not await self.lane.run(self._write_batch, batch):
                     return self.writer.ended
-                await asyncio.sleep(_HOP_EVERY)  # let units gather: a hop per quarter second, not per unit
         except RecordUnsupported as exc:
             log.warning("record %s: not recorded: %s", self.stream.public_id, exc)
             return UNSUPPORTED
@@ -113,7 +117,7 @@ class Recorder:
         return None
 
     def _write_batch(self, batch: list[AccessUnit]) -> bool:
-        """In the recording's thread; False once the file has ended on its own."""
+        """On a worker thread; False once the file has ended on its own."""
         for unit in batch:
             self.writer.write(unit)
             if self.writer.ended:
@@ -248,9 +252,9 @@ class RecorderService:
                                 flush_every=self.flush_every)
         except StreamClosed:
             return None, stream.close_reason or "ended"
-        except TranscodeRefused as exc:
+        except (TranscodeRefused, WorkersFull) as exc:
             log.warning("record %s: not recorded: %s", public_id, exc)
-            return None, TRANSCODE_REFUSED
+            return None, TRANSCODE_REFUSED if isinstance(exc, TranscodeRefused) else NODE_BUSY
         except Exception:
             log.exception("record %s: the recording could not start", public_id)
             return None, ERROR

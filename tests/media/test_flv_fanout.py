@@ -1,4 +1,4 @@
-"""HTTP-FLV fan-out: groups by time base, one framing per group per batch, chunked coding."""
+"""HTTP-FLV fan-out: the stream's timestamps, one framing per batch for every viewer, chunked coding."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_http_chunk():
     assert http_chunk([]) == b""
 
 
-def test_flv_viewers_grouped_by_base_share_bytes_and_start_at_zero():
+def test_flv_viewers_joining_at_different_gops_share_one_framing_with_the_streams_timestamps():
     s = start_stream()
     fan = s.fanout(FlvFanout)
     units = av_stream(0, 6, gop_ms=2000)
@@ -55,14 +55,17 @@ def test_flv_viewers_grouped_by_base_share_bytes_and_start_at_zero():
     fan.add(a)  # waits for the first keyframe
     feed(s, units[:100])
     b = FlvViewer(FakeTransport())  # joins mid-GOP 1
-    c = FlvViewer(FakeTransport())  # same GOP: same group as b
     fan.add(b)
+    feed(s, units[100:200])
+    c = FlvViewer(FakeTransport())  # joins in a later GOP
     fan.add(c)
-    assert b.base == c.base and a.base != b.base
-    assert len(fan.groups) == 2
-    feed(s, units[100:])
-    assert b.transport.writes[-1] is c.transport.writes[-1]
-    assert a.transport.writes[-1] is not b.transport.writes[-1]
+    framings, joined_writes = fan.framings, len(c.transport.writes)
+    feed(s, units[200:])
+    batches = fan.framings - framings  # once per batch, not once per GOP the viewers joined at
+    assert batches == len(c.transport.writes) - joined_writes > 0
+    assert all(x is y is z for x, y, z in zip(*(v.transport.writes[-batches:] for v in (a, b, c)), strict=True))
+    by_payload = {flv_body(u): u for u in units}
+    firsts = []
     for v in (a, b, c):
         body, ended = dechunk(v.transport.data())
         assert not ended
@@ -70,21 +73,20 @@ def test_flv_viewers_grouped_by_base_share_bytes_and_start_at_zero():
         tags = r.feed(body)
         assert r.has_audio and r.has_video
         assert [t.tag_type for t in tags[:3]] == [18, 9, 8]
-        assert all(t.timestamp == 0 for t in tags[:3])
         media = tags[3:]
         assert media[0].tag_type == 9 and media[0].payload[0] == 0x17  # starts at a keyframe
-        assert min(t.timestamp for t in media) == 0
-        by_payload = {flv_body(u): u for u in units}
-        assert all(t.timestamp == by_payload[t.payload].ms - v.base for t in media)
+        assert all(t.timestamp == media[0].timestamp for t in tags[:3])  # headers at the first tag's time
+        assert all(t.timestamp == by_payload[t.payload].ms for t in media)
         first = units.index(by_payload[media[0].payload])
         assert [t.payload for t in media] == [flv_body(u) for u in units[first:]]
+        firsts.append(media[0].timestamp)
+    assert firsts[0] == 0 and firsts[0] < firsts[1] < firsts[2]
     s.close("publisher_left")
     for v in (a, b, c):
         assert dechunk(v.transport.data())[1] and v.transport.closing
-    assert not fan.groups
 
 
-def test_flv_slow_viewer_resumes_in_its_group():
+def test_flv_slow_viewer_resumes_with_the_others():
     s = start_stream()
     fan = s.fanout(FlvFanout)
     fan.max_buffer, fan.resume_buffer = 10_000, 5_000
@@ -93,7 +95,7 @@ def test_flv_slow_viewer_resumes_in_its_group():
     fan.add(slow)
     units = av_stream(0, 6, gop_ms=1000)
     feed(s, units[:200])
-    assert slow.state != ACTIVE and slow.group is not None
+    assert slow.state != ACTIVE
     slow.transport.buffered = 0
     slow.transport.drains = True
     feed(s, units[200:])

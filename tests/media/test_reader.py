@@ -59,3 +59,30 @@ async def test_reader_task_drains_resumes_at_keyframe_and_ends():
     gaps = [i for i in range(1, len(positions)) if positions[i] != positions[i - 1] + 1]
     assert gaps and all(units[positions[g]].keyframe for g in gaps)
     assert s.readers == ()
+
+
+async def test_a_gathering_reader_wakes_per_span_or_keyframe_not_per_unit():
+    s = Stream("r", cfg())
+    s.write(video_config())
+    r = s.add_reader("hls", max_units=1000, gather_ms=200)
+    units = [u for u in av_stream(0, 4, gop_ms=2000) if u.kind == "video"]  # 30 fps, a keyframe every 2 s
+    batches = []
+
+    async def consume():
+        while (batch := await r.batch(1000)) is not None:
+            batches.append(batch)
+
+    task = asyncio.create_task(consume())
+    for u in units:
+        s.write(u)
+        await asyncio.sleep(0)  # the reader could run after every unit: it must not wake for each
+    s.close("publisher_left")
+    await asyncio.wait_for(task, 1)
+    got = [u for b in batches for u in b if not u.config]
+    assert got == units  # nothing lost, in order
+    assert len(batches) <= 4 * 1000 // 200 + 3  # one per 200 ms of media (+ the primed start and keyframes)
+    for b in batches[1:-1]:
+        media = [u for u in b if not u.config]
+        # a batch spans at most the gather span (a keyframe wakes at once and starts the next one)
+        assert (media[-1].dts - media[0].dts) // 90 <= 200
+

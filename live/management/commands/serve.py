@@ -66,7 +66,8 @@ async def _start_media_plane() -> None:
 
         reactor.stop()
         return
-    log.info("media plane up: RTMP on :%s, media HTTP on :%s", plane.rtmp_port, plane.http_port)
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]  # uvloop or asyncio (microvibe.event_loop)
+    log.info("media plane up on %s: RTMP on :%s, media HTTP on :%s", loop, plane.rtmp_port, plane.http_port)
 
 
 def _print_urls(port: int, with_media: bool) -> None:
