@@ -11,7 +11,7 @@ TEST_TOOLS := ffmpeg postgresql redis-server chromium chromium-driver coturn ngi
 TEST_TOOL_BINS := /usr/bin/ffmpeg /usr/bin/ffprobe /usr/bin/redis-server /usr/bin/chromium /usr/bin/chromedriver \
 	/usr/bin/turnserver /usr/sbin/nginx
 
-.PHONY: run setup admin test test-tools lint bench clean
+.PHONY: run setup admin test test-tools lint bench soak clean
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -55,11 +55,20 @@ endif
 # nodes (streams held by one node vs two, publish to first frame through nginx vs straight).
 bench: $(STAMP) test-tools
 	$(PY) -m bench
+	$(PY) -m bench.hls_serve
 	$(PY) -m bench.sfu
 	$(PY) -m bench.bridges
 	$(PY) -m bench.transcode
 	$(PY) -m bench.record
 	$(PY) -m bench.nodes
+
+# Soak, not in CI (an hour, and it loads the machine): 4 publishers (3 RTMP, 1 WHIP), 100 RTMP + 50 HTTP-FLV
+# readers, 20 HLS players and 10 WHEP viewers joining and leaving all the time, a publisher SIGKILLed and
+# restarted every 10 minutes; per-minute RSS, fds, threads and CPU of the server, PASS/FAIL verdicts, and the
+# "Soak" section of docs/benchmarks.md (bench/soak.py; `python -m bench.soak --minutes 3 --kill-every 1
+# --no-doc` for a quick look).
+soak: $(STAMP) test-tools
+	$(PY) -m bench.soak
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,8 +1,23 @@
-"""The media plane's own small HTTP/1.1 server (HTTP-FLV now, HLS files later).
+"""The media plane's own small HTTP/1.1 server: HTTP-FLV, HLS files, /metrics.
 
 An ASGI server hides the socket; here each viewer's transport write buffer is visible, which
 is the bound of a viewer without a task or a queue (FANOUT.md). Routes are path prefixes
-mapped to handlers (``add_route``), so ``/hls/`` can be added beside ``/flv/``.
+mapped to handlers (``add_route``): ``/flv/`` here, ``/hls/`` (media/hls/files.py), ``/metrics``.
+
+One request at a time per connection: a request is taken only once the previous response is
+all with the kernel (the transport's buffer empty), and reading stops at the first byte a client
+sends meanwhile (a pipelined request) until then. So a client that does not read holds at most
+one response, whatever it pipelines. A response left unread for ``VIEWER_DROP_AFTER`` s is closed
+with a log line, as a stalled FLV viewer is.
+
+Files (HLS segments) go out by ``send_file`` without being read into memory: ``os.sendfile``
+from the page cache to the socket, as much as the kernel takes at once (all of a segment, for a
+client that keeps up). When its buffer is full, the next ``FILE_PIECE`` bytes wait for it: by
+``loop.sendfile`` on asyncio's loop (``os.sendfile`` again once the socket is writable); uvloop
+has no ``loop.sendfile``, so there the piece is read (``os.pread``, page cache) and written
+through the transport, once the previous one is all with the kernel (one piece in memory at
+most). A client that takes no piece for ``VIEWER_DROP_AFTER`` s is closed with a log line. A
+single byte range is answered 206 (``byte_range``).
 
 ``GET /flv/{public_id}.flv`` answers like nginx-http-flv's flv_live: 200, ``video/x-flv``,
 chunked, CORS open, no-cache; FLV header, metadata, sequence headers, GOP cache, then live
@@ -17,9 +32,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import BinaryIO
 from urllib.parse import unquote
 
 from .bridges.rendition import TranscodeRefused, for_flv
@@ -32,8 +49,9 @@ from .hub.viewers import PlayRefused, ViewerSession
 log = logging.getLogger(__name__)
 
 _REASONS = {
-    200: "OK", 204: "No Content", 302: "Found", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 408: "Request Timeout", 431: "Request Header Fields Too Large",
+    200: "OK", 204: "No Content", 206: "Partial Content", 302: "Found", 400: "Bad Request", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 416: "Range Not Satisfiable",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
 }
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -42,6 +60,10 @@ CORS_HEADERS = [("Access-Control-Allow-Origin", "*")]
 _MAX_HEADERS = 100
 # After a streamed response starts, what a client sends is read and thrown away, up to this.
 _MAX_DISCARD = 64 << 10
+# A file goes out in sendfile calls of this many bytes: a client that takes none in VIEWER_DROP_AFTER s
+# is closed (as nginx's send_timeout, between two successive writes).
+FILE_PIECE = 256 << 10
+_RANGE = re.compile(r"^bytes=([0-9]{0,18})-([0-9]{0,18})$", re.I)
 
 
 class BadRequest(Exception):
@@ -102,9 +124,36 @@ def parse_request_head(head: bytes) -> HttpRequest:
     return HttpRequest(method.decode("ascii"), t, unquote(path), query, version.decode("ascii"), headers)
 
 
+def byte_range(req: HttpRequest, size: int) -> tuple[int, int] | None:
+    """(first byte, length) of the one byte range a GET asks of a ``size``-byte file.
+
+    None sends the whole file (200), as RFC 9110 14.2 lets a server do: no Range, not a GET, an
+    If-Range (we send no validators, so none can match), several ranges or a form we do not parse.
+    Raises ``BadRequest(416)`` when the range starts past the end (or is an empty suffix).
+    """
+    value = req.headers.get("range")
+    if value is None or req.method != "GET" or "if-range" in req.headers:
+        return None
+    m = _RANGE.match(value.replace(" ", ""))
+    if m is None or (not m[1] and not m[2]):
+        return None
+    if not m[1]:  # the last N bytes
+        suffix = int(m[2])
+        if suffix == 0 or size == 0:
+            raise BadRequest(416, "range not satisfiable")
+        return max(0, size - suffix), min(suffix, size)
+    first, last = int(m[1]), int(m[2]) if m[2] else None
+    if last is not None and last < first:
+        return None  # an invalid range: ignored
+    if first >= size:
+        raise BadRequest(416, "range not satisfiable")
+    return first, (size - 1 if last is None else min(last, size - 1)) - first + 1
+
+
 Handler = Callable[["HttpConnection", HttpRequest], "Awaitable[None] | None"]
 
-READING, HANDLING, STREAMING, CLOSED = range(4)
+# DRAINING: a response is written but not all with the kernel yet; the next request waits.
+READING, HANDLING, STREAMING, CLOSED, DRAINING = range(5)
 
 
 class HttpConnection(asyncio.Protocol):
@@ -118,6 +167,10 @@ class HttpConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._abort_timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task | None = None
+        self._sender: asyncio.Task | None = None  # the task in send_file's sendfile calls
+        self._write_paused = False  # the transport's buffer holds bytes (its high-water mark is 0)
+        self._drained: asyncio.Future[None] | None = None  # a file piece waits for the buffer to empty
+        self._fd = -1  # the socket, for os.sendfile (plain TCP only)
         self.viewer: FlvViewer | None = None
         self.viewer_session: ViewerSession | None = None
         self.peer: str = "?"
@@ -129,6 +182,12 @@ class HttpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.server.connections.add(self)
+        # pause_writing as soon as bytes wait in the buffer, resume_writing once it is empty: the
+        # signal that a response is all with the kernel and the next request may start.
+        transport.set_write_buffer_limits(high=0)  # type: ignore[attr-defined]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and transport.get_extra_info("sslcontext") is None:
+            self._fd = sock.fileno()
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -142,13 +201,16 @@ class HttpConnection(asyncio.Protocol):
         self._buf += data
         if self.state == READING:
             self._try_request()
-        elif len(self._buf) > self.config.http_max_header:
+            return
+        assert self.transport is not None
+        self.transport.pause_reading()  # a pipelined request: no more until this response is out
+        if len(self._buf) > self.config.http_max_header:
             self.close()  # pipelining a lot while a handler runs: not a client we serve
 
     def eof_received(self) -> bool:
         # A client half-closing while its response streams is still reading: keep the socket
         # open only if something is being sent; otherwise close.
-        return self.state in (HANDLING, STREAMING)
+        return self.state in (HANDLING, STREAMING, DRAINING)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = CLOSED
@@ -167,17 +229,22 @@ class HttpConnection(asyncio.Protocol):
         if session is not None:
             self.server.registry.viewers.close(session)
 
-    def pause_writing(self) -> None:  # the hub polls get_write_buffer_size() instead
-        pass
+    def pause_writing(self) -> None:  # an FLV viewer's bound is polled by the hub instead
+        self._write_paused = True
 
     def resume_writing(self) -> None:
-        pass
+        self._write_paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        elif self.state == DRAINING:
+            self._next_request()
 
     # ------------------------------------------------------------- request handling
 
     def _arm_timer(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self.config.http_header_timeout, self._on_timeout)
+        """The request head timeout (READING) or the unread response one (DRAINING)."""
+        delay = self.config.viewer_drop_after if self.state == DRAINING else self.config.http_header_timeout
+        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timeout)
 
     def _cancel_timers(self) -> None:
         for t in (self._timer, self._abort_timer):
@@ -192,6 +259,10 @@ class HttpConnection(asyncio.Protocol):
                 self.respond(408, "request timeout\n", keep_alive=False)
             else:
                 self.close()
+        elif self.state == DRAINING:
+            log.info("media http: %s left a response unread for %.1f s, closing", self.peer,
+                     self.config.viewer_drop_after)
+            self.abort()
 
     def _try_request(self) -> None:
         end = self._buf.find(b"\r\n\r\n")
@@ -242,11 +313,12 @@ class HttpConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------- responses
 
-    def write_head(self, status: int, headers: list[tuple[str, str]]) -> None:
+    def write_head(self, status: int, headers: list[tuple[str, str]], body: bytes = b"") -> None:
+        """The response head, and a small body in the same write (one send for both)."""
         lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
         lines += [f"{k}: {v}" for k, v in headers]
         assert self.transport is not None
-        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
 
     def respond(
         self,
@@ -267,25 +339,125 @@ class HttpConnection(asyncio.Protocol):
             h.append(("Content-Type", content_type))
             h.append(("Content-Length", str(len(data))))
         h.append(("Connection", "keep-alive" if keep_alive else "close"))
-        self.write_head(status, h)
-        if data and not head_only:
-            self.transport.write(data)
-        if keep_alive:
-            self.state = READING
-            self._arm_timer()
-            if self._buf:
-                asyncio.get_running_loop().call_soon(self._resume_reading)
-        else:
+        self.write_head(status, h, b"" if head_only else data)
+        self.finish(keep_alive)
+
+    def finish(self, keep_alive: bool) -> None:
+        """A response is written: close, or take the next request once it is all with the kernel."""
+        if self.state == CLOSED:
+            return
+        if not keep_alive:
             self.close()
+        elif self._write_paused:
+            self.state = DRAINING  # resume_writing goes on
+            self._arm_timer()
+        else:
+            self._next_request()
+
+    def _next_request(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.state = READING
+        assert self.transport is not None
+        self.transport.resume_reading()
+        self._arm_timer()
+        if self._buf:
+            asyncio.get_running_loop().call_soon(self._resume_reading)
 
     def _resume_reading(self) -> None:
         if self.state == READING:
             self._try_request()
 
+    async def send_file(
+        self,
+        file: BinaryIO,
+        size: int,
+        span: tuple[int, int] | None = None,
+        *,
+        content_type: str,
+        headers: list[tuple[str, str]] | None = None,
+        keep_alive: bool = True,
+        head_only: bool = False,
+    ) -> bool:
+        """A regular file's ``size`` bytes as the response (206 with ``span``, (first, length));
+        ``file`` stays the caller's to close. False when the connection was closed instead."""
+        if self.state == CLOSED or self.transport is None or self.transport.is_closing():
+            return False
+        first, length = span if span is not None else (0, size)
+        h = list(headers or []) + CORS_HEADERS + [
+            ("Content-Type", content_type), ("Content-Length", str(length)), ("Accept-Ranges", "bytes")]
+        if span is not None:
+            h.append(("Content-Range", f"bytes {first}-{first + length - 1}/{size}"))
+        h.append(("Connection", "keep-alive" if keep_alive else "close"))
+        self.write_head(206 if span is not None else 200, h)
+        if length and not head_only and not await self._send_pieces(file, first, length):
+            return False
+        self.finish(keep_alive)
+        return True
+
+    async def _send_pieces(self, file: BinaryIO, offset: int, length: int) -> bool:
+        """``length`` bytes of ``file`` from ``offset``: what the kernel takes at once, then, while
+        it is full, a FILE_PIECE taken within VIEWER_DROP_AFTER s at a time; False (the transport
+        aborted) on a stall or an error."""
+        transport, end = self.transport, offset + length
+        assert transport is not None
+        self._sender = asyncio.current_task()
+        try:
+            while offset < end:
+                offset += self._sendfile_now(transport, file, offset, end - offset)
+                if offset == end:
+                    break
+                count = min(FILE_PIECE, end - offset)
+                async with asyncio.timeout(self.config.viewer_drop_after):
+                    sent = await self._send_piece(transport, file, offset, count)
+                if sent < count:
+                    raise EOFError(f"the file ended {end - offset - sent} bytes short")
+                offset += sent
+            return True
+        except TimeoutError:
+            log.info("media http: %s took no %d KiB of its file in %.1f s, closing", self.peer,
+                     FILE_PIECE >> 10, self.config.viewer_drop_after)
+        except asyncio.CancelledError:
+            transport.abort()
+            raise
+        except (OSError, EOFError, RuntimeError) as exc:  # the client went away, or the file shrank
+            log.debug("media http: sending a file to %s failed: %r", self.peer, exc)
+        finally:
+            self._sender = None
+        transport.abort()
+        return False
+
+    def _sendfile_now(self, transport: asyncio.Transport, file: BinaryIO, offset: int, count: int) -> int:
+        """What the kernel takes of the file now: os.sendfile on the (non-blocking) socket while
+        nothing waits in the transport's buffer, as loop.sendfile does; 0 when it is full."""
+        if self._fd < 0 or transport.get_write_buffer_size():
+            return 0
+        try:
+            return os.sendfile(self._fd, file.fileno(), offset, count)
+        except (BlockingIOError, InterruptedError):
+            return 0
+
+    async def _send_piece(self, transport: asyncio.Transport, file: BinaryIO, offset: int, count: int) -> int:
+        loop = asyncio.get_running_loop()
+        if self.server.sendfile:
+            return await loop.sendfile(transport, file, offset, count)
+        if self._write_paused:  # the previous piece is not all with the kernel yet
+            self._drained = loop.create_future()
+            try:
+                await self._drained
+            finally:
+                self._drained = None
+        data = os.pread(file.fileno(), count, offset)
+        transport.write(data)
+        return len(data)
+
     def start_stream(self, status: int, headers: list[tuple[str, str]]) -> None:
         """Write the head of a streamed (chunked) response; the body follows from the hub."""
         self.state = STREAMING
         self._buf.clear()
+        assert self.transport is not None
+        self.transport.set_write_buffer_limits()  # the defaults: the hub polls the size
+        self.transport.resume_reading()  # to see the client leave; what it sends is discarded
         self.write_head(status, headers + [("Transfer-Encoding", "chunked"), ("Connection", "close")])
 
     def end_stream(self) -> None:
@@ -296,9 +468,21 @@ class HttpConnection(asyncio.Protocol):
         t.write(CHUNKED_END)
         self.close()
 
+    def abort(self) -> None:
+        """Close at once. A file being sent is cancelled first: asyncio's sendfile must drop its
+        writer callback while the socket is still open; the cancelled send then aborts."""
+        if self._sender is not None:
+            self._sender.cancel()
+        elif self.transport is not None:
+            self.state = CLOSED
+            self.transport.abort()
+
     def close(self) -> None:
         t = self.transport
         if t is None or self.state == CLOSED:
+            return
+        if self._sender is not None:
+            self.abort()
             return
         self.state = CLOSED
         viewer, self.viewer = self.viewer, None
@@ -340,6 +524,8 @@ class MediaHttpServer:
         self.connections: set[HttpConnection] = set()
         self.routes: list[tuple[str, Handler]] = []
         self.requests = 0
+        # Files by loop.sendfile (asyncio's loop), else by pieces read and written (uvloop has none).
+        self.sendfile = True
         self._server: asyncio.base_events.Server | None = None
         self.port: int | None = None
         self.add_route("/flv/", self.handle_flv)
@@ -417,11 +603,7 @@ class MediaHttpServer:
                 conn.respond(505, "HTTP-FLV needs HTTP/1.1\n", keep_alive=False)
                 return
             conn.write_head(200, headers + [("Connection", "keep-alive" if req.keep_alive else "close")])
-            if req.keep_alive:
-                conn.state = READING
-                conn._arm_timer()
-            else:
-                conn.close()
+            conn.finish(req.keep_alive)
             return
         try:
             session = await self.registry.viewers.open(public_id, "flv", conn.peer)
@@ -443,9 +625,11 @@ class MediaHttpServer:
 
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
+        self.sendfile = isinstance(loop, asyncio.BaseEventLoop)
         self._server = await loop.create_server(lambda: HttpConnection(self), host, port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("media http: listening on %s:%d", host, self.port)
+        log.info("media http: listening on %s:%d (files by os.sendfile, then %s while a socket is full)", host,
+                 self.port, "loop.sendfile" if self.sendfile else "256 KiB pieces read and written")
         return self.port
 
     async def stop(self) -> None:
@@ -453,8 +637,7 @@ class MediaHttpServer:
         if server is not None:
             server.close()
         for conn in list(self.connections):
-            if conn.transport is not None:
-                conn.transport.abort()
+            conn.abort()
         for _ in range(100):
             if not self.connections:
                 break

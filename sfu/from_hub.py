@@ -66,6 +66,12 @@ def webrtc_codec(kind: str, codec: str | None, config: Entry | None) -> RTCRtpCo
     return None
 
 
+def _start_code_free(nals: tuple[bytes, ...] | list[bytes]) -> bool:
+    """No NAL unit holds 00 00 01 (H.264 7.4.1 forbids it): aiortc's packetizer splits Annex B there and
+    fails on the empty unit that makes (IndexError), so a publisher's unit with one is not sent."""
+    return not any(b"\x00\x00\x01" in nal for nal in nals)
+
+
 class Frame:
     __slots__ = ("payloads", "timestamp", "keyframe", "arrived", "size")
 
@@ -125,6 +131,8 @@ class TrackOut:
             config = avc.decoder_config_parse(record)
         except CodecError:
             return
+        if not _start_code_free((*config.sps, *config.pps)):
+            return
         self._parameter_sets = avc.nals_to_annexb((*config.sps, *config.pps))
 
     def frame(self, entry: Entry, timestamp: int | None = None) -> Frame | None:
@@ -135,6 +143,8 @@ class TrackOut:
             try:
                 nals = avc.split_avcc(data)
             except CodecError:
+                return None
+            if not _start_code_free(nals):
                 return None
             data = avc.nals_to_annexb(nals)
             if unit.keyframe and self._parameter_sets and not any(avc.nal_type(n) == avc.NAL_SPS for n in nals):

@@ -8,6 +8,7 @@ it (`sfu/from_hub.py`).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import re
 import secrets
@@ -78,7 +79,9 @@ class Session:
             self.on_connected()
         elif state in ("failed", "closed") and not self.closed:
             # ICE consent expired or DTLS closed: the peer vanished without saying goodbye.
-            self._close_task = asyncio.ensure_future(self.close("timeout"))
+            # A fresh context: the request that made this session (its thread executor) is long gone.
+            loop = asyncio.get_running_loop()
+            self._close_task = loop.create_task(self.close("timeout"), context=contextvars.Context())
 
     def on_connected(self) -> None:
         pass

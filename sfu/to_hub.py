@@ -166,11 +166,11 @@ class TrackToHub:
         if sps and pps and (sps[0], pps[0]) != self._params:
             try:
                 avc.sps_parse(sps[0])  # refuse a broken SPS before readers configure from it
+                record = avc.decoder_config_build(sps[:1], pps[:1])  # MalformedData: a set over 64 KiB
             except CodecError as exc:
-                log.info("webrtc %s: unreadable SPS ignored: %s", stream.public_id, exc)
+                log.info("webrtc %s: unusable SPS/PPS ignored: %s", stream.public_id, exc)
             else:
                 self._params = (sps[0], pps[0])
-                record = avc.decoder_config_build(sps[:1], pps[:1])
                 stream.write(AccessUnit(VIDEO, "h264", dts, dts, record, config=True), arrived)
         payload = avc.nals_to_avcc(nals)
         stream.write(AccessUnit(VIDEO, "h264", dts, dts, payload, keyframe=keyframe), arrived)
