@@ -35,9 +35,10 @@ START, END = "<!-- bench:hls:start -->", "<!-- bench:hls:end -->"
 SERVERS = {"nginx": NginxRtmp, "microvibe": MicroVibe}
 
 
-def _get(url: str) -> tuple[int, bytes]:
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    """(status, body) of one GET on a fresh connection; (0, b"") when it fails."""
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=2)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
         conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
         response = conn.getresponse()
@@ -65,13 +66,13 @@ def poll_first_segment(playlist_url: str, publisher: subprocess.Popen, row: dict
     due = time.monotonic()
     while time.monotonic() < deadline:
         row["polls"] += 1
-        status, body = _get(playlist_url)
+        status, body = http_get(playlist_url)
         if status == 200 and b"#EXT-X-STREAM-INF" in body:  # MicroVibe's entry point: the player's own variant
             playlist_url = urljoin(playlist_url, body.decode().strip().splitlines()[-1])
-            status, body = _get(playlist_url)
+            status, body = http_get(playlist_url)
         answered = time.monotonic()
         if status == 200 and (segment := first_segment(body.decode(errors="replace"))):
-            seg_status, seg_body = _get(urljoin(playlist_url, segment[1]))
+            seg_status, seg_body = http_get(urljoin(playlist_url, segment[1]))
             if seg_status == 200 and seg_body:
                 row.update(playlist_at=answered, segment_at=time.monotonic(), segment_s=segment[0],
                            segment_bytes=len(seg_body))

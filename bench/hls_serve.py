@@ -21,8 +21,6 @@ HTTP serving: one process tree, one CPU figure; the serving part is that minus t
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import re
 import statistics
 import subprocess
@@ -32,12 +30,14 @@ import time
 import traceback
 from pathlib import Path
 from unittest import mock
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 from . import nginx_rtmp, procstat, report
+from .hls import http_get
 from .hls_players import LIVE_EDGE_SEGMENTS, parse_playlist
 from .microvibe import MicroVibe
 from .nginx_rtmp import NginxRtmp
+from .run import collect, split
 from .source import OUT, source_flv
 from .stats import percentile
 
@@ -66,30 +66,12 @@ class NginxSendfile(NginxRtmp):
 SERVERS = {"microvibe": MicroVibe, "nginx": NginxRtmp, "nginx-sendfile": NginxSendfile}
 
 
-def split(total: int, parts: int) -> list[tuple[int, int]]:
-    """(first index, count) of each reader process's players, as even as possible."""
-    return [(i * total // parts, (i + 1) * total // parts - i * total // parts) for i in range(parts)]
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
-    try:
-        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
-        response = conn.getresponse()
-        return response.status, response.read()
-    except OSError:
-        return 0, b""
-    finally:
-        conn.close()
-
-
 def wait_ready(playlist_url: str, publisher: subprocess.Popen) -> str:
     """The media playlist's URL once it lists LIVE_EDGE segments (one player id for MicroVibe)."""
     deadline = time.monotonic() + READY_TIMEOUT
     url = playlist_url
     while time.monotonic() < deadline and publisher.poll() is None:
-        status, body = _get(url)
+        status, body = http_get(url, timeout=5)
         pl = parse_playlist(body.decode(errors="replace")) if status == 200 else None
         if pl is not None and pl.variant:
             url = urljoin(url, pl.variant)
@@ -102,19 +84,7 @@ def wait_ready(playlist_url: str, publisher: subprocess.Popen) -> str:
 
 def measure(server, publisher: subprocess.Popen, clients: list[subprocess.Popen], t0: float, t1: float) -> dict:
     """CPU (% of one core) of the server tree, publisher, each client, the machine over [t0, t1]."""
-    meters = {
-        "server": procstat.Meter(lambda: procstat.tree(server.root_pid)),
-        "publisher": procstat.Meter(lambda: [publisher.pid]),
-        **{f"client{i}": procstat.Meter(lambda p=p: [p.pid]) for i, p in enumerate(clients)},
-    }
-    machine = procstat.MachineMeter()
-    time.sleep(max(0.0, t0 - time.monotonic()))
-    machine.start()
-    for meter in meters.values():
-        meter.start()
-    time.sleep(max(0.0, t1 - time.monotonic()))
-    usage = {name: meter.stop() for name, meter in meters.items()}
-    machine_pct = machine.stop()
+    usage, machine_pct = procstat.measure(procstat.server_meters(server.root_pid, publisher.pid, clients), t0, t1)
     return {
         "server_cpu_pct": round(usage["server"].cpu_pct, 2), "server_rss_mib": round(usage["server"].rss_mib_max, 1),
         "publisher_cpu_pct": round(usage["publisher"].cpu_pct, 2),
@@ -136,19 +106,9 @@ def run_players(server, publisher: subprocess.Popen, url: str, args, tmp: Path, 
                "--out", str(outs[-1])]
         procs.append(subprocess.Popen(cmd, cwd=ROOT))
     usage = measure(server, publisher, procs, t0, t1)
-    players = []
-    for proc, out, (first, count) in zip(procs, outs, shares, strict=True):
-        try:
-            code = proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-        if out.exists():
-            players += json.loads(out.read_text())
-        else:
-            players += [{"index": k, "window": {"segments": 0, "bytes": 0, "playlist_fetches": 0, "fetch_times": [],
-                                                "errors": [f"reader process exited {code}"]}}
-                        for k in range(first, first + count)]
+    players = collect(procs, outs, shares, lambda k, code: {"index": k, "window": {
+        "segments": 0, "bytes": 0, "playlist_fetches": 0, "fetch_times": [],
+        "errors": [f"reader process exited {code}"]}})
     return {**usage, "window_s": round(t1 - t0, 3)}, players
 
 

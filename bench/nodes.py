@@ -98,14 +98,9 @@ def _measure(streams: list[dict], args, tmp: Path, step: int) -> dict:
             "bench.readers", "rtmp", stream["rtmp"], "--count", str(READERS), "--t0", f"{t0:.6f}",
             "--t1", f"{t1:.6f}", "--out", str(out)), cwd=ROOT)))
     meters = {node: procstat.Meter(lambda pid=pid: procstat.tree(pid)) for node, pid in streams[0]["node_pids"].items()}
-    machine = procstat.MachineMeter()
-    time.sleep(max(0.0, t0 - time.monotonic()))
-    machine.start()
-    for meter in meters.values():
-        meter.start()
-    time.sleep(max(0.0, t1 - time.monotonic()))
-    usage = {node: round(meter.stop().cpu_pct, 1) for node, meter in meters.items()}
-    machine_pct = round(machine.stop(), 1)
+    usage, machine_pct = procstat.measure(meters, t0, t1)
+    usage = {node: round(u.cpu_pct, 1) for node, u in usage.items()}
+    machine_pct = round(machine_pct, 1)
     time.sleep(1.0)  # the publishers flush their send logs every 0.5 s
     fps_min, behind = None, 0
     for stream, out, proc in clients:

@@ -133,3 +133,24 @@ class MachineMeter:
     def stop(self) -> float:
         """% of one core."""
         return 100.0 * (machine_busy_seconds() - self._busy0) / max(time.monotonic() - self._t0, 1e-9)
+
+
+def measure(meters: dict[str, Meter], t0: float, t1: float) -> tuple[dict[str, Usage], float]:
+    """Each meter's usage and the machine's CPU (% of one core) over the monotonic window [t0, t1]."""
+    machine = MachineMeter()
+    time.sleep(max(0.0, t0 - time.monotonic()))
+    machine.start()
+    for meter in meters.values():
+        meter.start()
+    time.sleep(max(0.0, t1 - time.monotonic()))
+    usage = {name: meter.stop() for name, meter in meters.items()}
+    return usage, machine.stop()
+
+
+def server_meters(server_pid: int, publisher_pid: int, clients: list) -> dict[str, Meter]:
+    """Meters of a bench run: the server's process tree, the publisher, each client process."""
+    return {
+        "server": Meter(lambda: tree(server_pid)),
+        "publisher": Meter(lambda: [publisher_pid]),
+        **{f"client{i}": Meter(lambda p=p: [p.pid]) for i, p in enumerate(clients)},
+    }

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,33 +79,26 @@ def measure_window(server, publisher: subprocess.Popen, procs: list[subprocess.P
                    shares: list[tuple[int, int]], t0: float, t1: float) -> tuple[dict, float, list[dict]]:
     """CPU of the server, publisher and client processes over [t0, t1], then the clients' readers
     (a crashed client process: its readers count as failed, the run goes on)."""
-    meters = {
-        "server": procstat.Meter(lambda: procstat.tree(server.root_pid)),
-        "publisher": procstat.Meter(lambda: [publisher.pid]),
-        **{f"client{i}": procstat.Meter(lambda p=p: [p.pid]) for i, p in enumerate(procs)},
-    }
-    machine = procstat.MachineMeter()
-    time.sleep(max(0.0, t0 - time.monotonic()))
-    machine.start()
-    for meter in meters.values():
-        meter.start()
-    time.sleep(max(0.0, t1 - time.monotonic()))
-    usage = {name: meter.stop() for name, meter in meters.items()}
-    machine_pct = machine.stop()
-    readers = []
+    usage, machine_pct = procstat.measure(procstat.server_meters(server.root_pid, publisher.pid, procs), t0, t1)
+    readers = collect(procs, outs, shares, lambda k, code: {
+        "index": k, "error": f"client process exited {code}", "connected_at": None, "first_frame_at": None,
+        "frames_total": 0, "bytes_total": 0, "frames": []})
+    return usage, machine_pct, readers
+
+
+def collect(procs: list[subprocess.Popen], outs: list[Path], shares: list[tuple[int, int]],
+            failed: Callable[[int, int], dict]) -> list[dict]:
+    """The rows each client process wrote; a process that crashed gives failed(index, exit code) for
+    each of its clients."""
+    rows = []
     for proc, out, (first, count) in zip(procs, outs, shares, strict=True):
         try:
             code = proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
             code = proc.wait()
-        if out.exists():
-            readers += json.loads(out.read_text())
-        else:
-            readers += [{"index": k, "error": f"client process exited {code}", "connected_at": None,
-                         "first_frame_at": None, "frames_total": 0, "bytes_total": 0, "frames": []}
-                        for k in range(first, first + count)]
-    return usage, machine_pct, readers
+        rows += json.loads(out.read_text()) if out.exists() else [failed(k, code) for k in range(first, first + count)]
+    return rows
 
 
 def run_case(server, publisher: subprocess.Popen, pub_log: Path, case: Case, args, tmp: Path) -> dict:

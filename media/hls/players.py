@@ -53,14 +53,17 @@ class HlsPlayers:
     async def playlist(self, public_id: str, ctx: str, client_addr: str) -> bool:
         """A media playlist request; False when this player was dropped. Raises PlayRefused
         for a new player the control plane refuses."""
-        self.sweep()
         player = self._players.get(ctx)
-        if player is None or player.session.public_id != public_id:
+        now = time.monotonic()
+        if player is not None and (player.session.public_id != public_id or now - player.seen > self.idle):
+            self._forget(ctx, player)  # its session ended before this request (the sweep runs once a second)
+            player = None
+        if player is None:
             session = await self.viewers.open(public_id, "hls", client_addr, session_id=ctx)
             player = self._players[ctx] = _Player(session)
             session.sent = lambda: player.sent
             session.drop = lambda: setattr(player, "dropped", True)
-        player.seen = time.monotonic()
+        player.seen = now
         return not player.dropped
 
     def segment(self, ctx: str, size: int) -> bool:
@@ -75,12 +78,16 @@ class HlsPlayers:
         return True
 
     def sweep(self) -> None:
-        """Close the sessions of players gone quiet (and forget dropped ones)."""
+        """Close the sessions of players gone quiet (and forget dropped ones): run by the plane's
+        stats loop, not per request, so a request costs the same however many players there are."""
         now = time.monotonic()
         for ctx, player in list(self._players.items()):
             if now - player.seen > self.idle:
-                del self._players[ctx]
-                self.viewers.close(player.session)
+                self._forget(ctx, player)
+
+    def _forget(self, ctx: str, player: _Player) -> None:
+        del self._players[ctx]
+        self.viewers.close(player.session)
 
     def __len__(self) -> int:
         return len(self._players)

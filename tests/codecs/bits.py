@@ -157,3 +157,18 @@ def with_flat_scaling_matrix(sps: bytes) -> bytes:
             w.se(d)
     w.u(rest_len, (value >> (trailing + 1)) & ((1 << rest_len) - 1))
     return sps[:1] + escape(w.rbsp())
+
+
+def audio_specific_config(object_type: int, index: int, channel_config: int, rate: int = 0,
+                          tail: bytes = b"") -> bytes:
+    """An AAC AudioSpecificConfig (ISO 14496-3 1.6.2.1): object type (escaped past 31), sampling
+    frequency index (15: an explicit 24-bit rate), channel configuration, three zero GASpecificConfig bits."""
+    w = BitWriter()
+    if object_type >= 32:
+        w.u(5, 31).u(6, object_type - 32)
+    else:
+        w.u(5, object_type)
+    w.u(4, index)
+    if index == 15:
+        w.u(24, rate)
+    return w.u(4, channel_config).u(3, 0).to_bytes() + tail

@@ -8,20 +8,8 @@ from hypothesis import strategies as st
 
 from media.codecs import aac
 from media.codecs.errors import MalformedData
-from tests.codecs.bits import BitWriter
+from tests.codecs.bits import audio_specific_config as _asc
 from tests.codecs.encoders import aac_decode, aac_encoder
-
-
-def _asc(object_type: int, index: int, channel_config: int, rate: int = 0) -> bytes:
-    w = BitWriter()
-    if object_type >= 32:
-        w.u(5, 31).u(6, object_type - 32)
-    else:
-        w.u(5, object_type)
-    w.u(4, index)
-    if index == 15:
-        w.u(24, rate)
-    return w.u(4, channel_config).u(3, 0).to_bytes()
 
 
 def test_rates_table() -> None:

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from media.codecs import aac, avc, flv, opus, vp8
 from media.codecs.errors import MalformedData
-from tests.codecs.bits import BitWriter, escape, make_sps
+from tests.codecs.bits import audio_specific_config as _asc
+from tests.codecs.bits import escape, make_sps
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SPS_HIGH = bytes.fromhex("6764001eacb405017fcb08000003000800000301e078b175")
@@ -97,18 +98,6 @@ def avc_records(draw: st.DrawFn) -> bytes:
     sps = draw(st.lists(sps_seeds, min_size=1, max_size=3))
     pps = draw(st.lists(st.one_of(st.just(PPS_HIGH), escaped_nal([avc.NAL_PPS])), min_size=1, max_size=3))
     return avc.decoder_config_build(sps, pps)
-
-
-def _asc(object_type: int, index: int, channel_config: int, rate: int = 0, tail: bytes = b"") -> bytes:
-    w = BitWriter()
-    if object_type >= 32:
-        w.u(5, 31).u(6, object_type - 32)
-    else:
-        w.u(5, object_type)
-    w.u(4, index)
-    if index == 15:
-        w.u(24, rate)
-    return w.u(4, channel_config).u(3, 0).to_bytes() + tail
 
 
 ascs = st.one_of(

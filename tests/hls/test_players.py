@@ -55,3 +55,23 @@ def test_a_dropped_player_is_refused_and_a_refused_one_never_opens():
         assert viewers.all() == [] and viewers.refused == {"hook_refused": 1}
 
     asyncio.run(run())
+
+
+def test_a_player_back_after_going_quiet_or_on_another_room_is_a_new_session(monkeypatch):
+    async def run():
+        viewers, ended = ViewerSessions(), []
+        viewers.ended = ended.append
+        players = HlsPlayers(viewers, idle=10)
+        clock = [100.0]
+        monkeypatch.setattr("media.hls.players.time.monotonic", lambda: clock[0])
+        ctx = players.new_ctx()
+        await players.playlist("room1", ctx, "127.0.0.1:5000")
+        [first] = viewers.of_stream("room1")
+        clock[0] += 11  # quiet past idle, before the stats loop's sweep
+        await players.playlist("room1", ctx, "127.0.0.1:5000")
+        [second] = viewers.of_stream("room1")
+        assert ended == [first] and second is not first
+        await players.playlist("room2", ctx, "127.0.0.1:5000")  # the same id on another room
+        assert ended == [first, second] and len(viewers.of_stream("room2")) == 1 and len(players) == 1
+
+    asyncio.run(run())

@@ -31,29 +31,9 @@ from pathlib import Path
 import pytest
 
 from media.codecs import aac, avc
+from rtmp.codec import message as msg
 from rtmp.codec.connection import ClientConnection, ServerConnection
 from rtmp.codec.errors import RtmpProtocolError
-from rtmp.codec.message import (
-    STREAM_BEGIN,
-    STREAM_EOF,
-    AudioData,
-    Connect,
-    ConnectionClosed,
-    CreateStream,
-    DataMessage,
-    DeleteStream,
-    Error,
-    FCPublish,
-    FCUnpublish,
-    Metadata,
-    Play,
-    Publish,
-    ReleaseStream,
-    Result,
-    Status,
-    UserControl,
-    VideoData,
-)
 
 CAPTURES = Path(__file__).parent / "captures"
 PUBLISHERS = ["ffmpeg_publish", "gst_rtmpsink_publish", "gst_rtmp2sink_publish"]
@@ -113,12 +93,12 @@ def feed_whole(conn: ServerConnection | ClientConnection, data: bytes) -> list:
 # --- what the media says -------------------------------------------------------------------------------------------
 
 
-def video_kind(event: VideoData) -> str:
+def video_kind(event: msg.VideoData) -> str:
     assert event.payload[0] & 0x0F == 7, "AVC"
     return {0: "video_sequence_headers", 1: "video_frames", 2: "video_end_of_sequence"}[event.payload[1]]
 
 
-def audio_kind(event: AudioData) -> str:
+def audio_kind(event: msg.AudioData) -> str:
     assert event.payload[0] >> 4 == 10, "AAC"
     return {0: "audio_sequence_headers", 1: "audio_frames"}[event.payload[1]]
 
@@ -127,8 +107,8 @@ def media_counts(events: list) -> dict[str, int]:
     counts = dict.fromkeys(["video_frames", "audio_frames", "video_sequence_headers", "audio_sequence_headers",
                             "video_end_of_sequence", "script_tags"], 0)
     for e in events:
-        kind = video_kind(e) if isinstance(e, VideoData) else audio_kind(e) if isinstance(e, AudioData) else \
-            "script_tags" if isinstance(e, Metadata) else None
+        kind = video_kind(e) if isinstance(e, msg.VideoData) else audio_kind(e) if isinstance(e, msg.AudioData) else \
+            "script_tags" if isinstance(e, msg.Metadata) else None
         if kind:
             counts[kind] += 1
     return counts
@@ -136,8 +116,8 @@ def media_counts(events: list) -> dict[str, int]:
 
 def check_media(capture: Capture, events: list, stream_id: int) -> None:
     info = capture.info
-    video = [e for e in events if isinstance(e, VideoData)]
-    audio = [e for e in events if isinstance(e, AudioData)]
+    video = [e for e in events if isinstance(e, msg.VideoData)]
+    audio = [e for e in events if isinstance(e, msg.AudioData)]
     assert {e.stream_id for e in video + audio} == {stream_id}
     counts = media_counts(events)
     assert counts == {k: capture.expected.get(k, 0) for k in counts}, capture.expected
@@ -163,7 +143,7 @@ def check_media(capture: Capture, events: list, stream_id: int) -> None:
         stamps = [e.timestamp for e in stream]
         assert stamps == sorted(stamps)
         assert abs(stamps[-1] - stamps[0] - (len(stamps) - 1) * duration) <= 1.5
-    metadata = next(e for e in events if isinstance(e, Metadata))
+    metadata = next(e for e in events if isinstance(e, msg.Metadata))
     assert (metadata.values["width"], metadata.values["height"]) == (info["video"]["width"], info["video"]["height"])
 
 
@@ -174,7 +154,7 @@ def index(events: list, kind: type, check: Callable[[object], bool] = lambda e: 
 
 
 def status_codes(events: list) -> list[str]:
-    return [e.info["code"] for e in events if isinstance(e, Status)]
+    return [e.info["code"] for e in events if isinstance(e, msg.Status)]
 
 
 # --- fed whole -----------------------------------------------------------------------------------------------------
@@ -186,31 +166,32 @@ def test_publisher_fed_whole(name: str) -> None:
     stream = capture.info["stream"]
     events = feed_whole(ServerConnection(), capture.c2s)
     answers = feed_whole(client_side(), capture.s2c)  # what our server answered, through the client codec
-    assert not [e for e in answers if isinstance(e, Error)]
+    assert not [e for e in answers if isinstance(e, msg.Error)]
 
-    connect = events[index(events, Connect)]
+    connect = events[index(events, msg.Connect)]
     assert connect.app == "live" and connect.tc_url.endswith("/live")
-    release, fc_publish = (events[index(events, kind)] for kind in (ReleaseStream, FCPublish))
+    release, fc_publish = (events[index(events, kind)] for kind in (msg.ReleaseStream, msg.FCPublish))
     assert release.name == fc_publish.name == stream
-    create = index(events, CreateStream)
-    created = next(e for e in answers if isinstance(e, Result) and e.transaction_id == events[create].transaction_id)
+    create = index(events, msg.CreateStream)
+    created = next(e for e in answers
+                   if isinstance(e, msg.Result) and e.transaction_id == events[create].transaction_id)
     stream_id = int(created.values[1])
-    publish = index(events, Publish)
-    assert events[publish] == Publish(events[publish].transaction_id, stream_id, stream, "live")
+    publish = index(events, msg.Publish)
+    assert events[publish] == msg.Publish(events[publish].transaction_id, stream_id, stream, "live")
     assert status_codes(answers) == ["NetStream.Publish.Start"]
-    assert index(events, Connect) < create < publish < min(i for i, e in enumerate(events) if isinstance(
-        e, (VideoData, AudioData, Metadata)))
+    assert index(events, msg.Connect) < create < publish < min(i for i, e in enumerate(events) if isinstance(
+        e, (msg.VideoData, msg.AudioData, msg.Metadata)))
 
     check_media(capture, events, stream_id)
 
     # The client says goodbye after its last frame, then closes. rtmp2sink's deleteStream names the stream instead
     # of giving its id (`deleteStream 0 null "<key>"`): not a number, it decodes as 0 (our server has ended the
-    # publish at FCUnpublish already).
-    assert events[index(events, FCUnpublish)].name == stream
-    done = index(events, DeleteStream)
+    # publish at msg.FCUnpublish already).
+    assert events[index(events, msg.FCUnpublish)].name == stream
+    done = index(events, msg.DeleteStream)
     assert events[done].stream_id_to_delete == (0 if name == "gst_rtmp2sink_publish" else stream_id)
-    assert not [e for e in events[done:] if isinstance(e, (VideoData, AudioData))]
-    assert isinstance(events[-1], ConnectionClosed)
+    assert not [e for e in events[done:] if isinstance(e, (msg.VideoData, msg.AudioData))]
+    assert isinstance(events[-1], msg.ConnectionClosed)
 
 
 @pytest.mark.parametrize("name", PLAYERS)
@@ -218,29 +199,29 @@ def test_player_fed_whole(name: str) -> None:
     capture = load(name)
     stream = capture.info["stream"]
     requests = feed_whole(ServerConnection(), capture.c2s)
-    connect = requests[index(requests, Connect)]
+    connect = requests[index(requests, msg.Connect)]
     assert connect.app == "live" and connect.tc_url.endswith("/live")
-    create = index(requests, CreateStream)
-    play = index(requests, Play)
+    create = index(requests, msg.CreateStream)
+    play = index(requests, msg.Play)
     assert create < play and requests[play].name == stream
 
     events = feed_whole(client_side(), capture.s2c)  # what the player received
-    assert not [e for e in events if isinstance(e, Error)]
-    connected = events[index(events, Result, lambda e: e.transaction_id == connect.transaction_id)]
+    assert not [e for e in events if isinstance(e, msg.Error)]
+    connected = events[index(events, msg.Result, lambda e: e.transaction_id == connect.transaction_id)]
     assert connected.values[1]["code"] == "NetConnection.Connect.Success"
-    created = events[index(events, Result, lambda e: e.transaction_id == requests[create].transaction_id)]
+    created = events[index(events, msg.Result, lambda e: e.transaction_id == requests[create].transaction_id)]
     stream_id = int(created.values[1])
     assert requests[play].stream_id == stream_id
     assert status_codes(events) == ["NetStream.Play.Reset", "NetStream.Play.Start", "NetStream.Data.Start",
                                     "NetStream.Play.UnpublishNotify"]
-    assert events[index(events, DataMessage)].name == "|RtmpSampleAccess"
-    begin = index(events, UserControl, lambda e: e.event_type == STREAM_BEGIN)
-    eof = index(events, UserControl, lambda e: e.event_type == STREAM_EOF)
-    media = [i for i, e in enumerate(events) if isinstance(e, (VideoData, AudioData))]
+    assert events[index(events, msg.DataMessage)].name == "|RtmpSampleAccess"
+    begin = index(events, msg.UserControl, lambda e: e.event_type == msg.STREAM_BEGIN)
+    eof = index(events, msg.UserControl, lambda e: e.event_type == msg.STREAM_EOF)
+    media = [i for i, e in enumerate(events) if isinstance(e, (msg.VideoData, msg.AudioData))]
     assert begin < media[0] and media[-1] < eof and events[eof].stream_id == stream_id
 
     check_media(capture, events, stream_id)
-    assert isinstance(events[-1], ConnectionClosed)
+    assert isinstance(events[-1], msg.ConnectionClosed)
 
 
 # --- fed in pieces -------------------------------------------------------------------------------------------------
@@ -296,7 +277,7 @@ def test_split_in_two_at_every_offset(name: str, direction: str) -> None:
         events.append(conn.receive_data(data[:b]) if b else [])
         states.append(frozen(conn))
     whole = events[-1]
-    assert any(isinstance(e, (VideoData, AudioData)) for e in whole) or n < SPLIT_LIMIT
+    assert any(isinstance(e, (msg.VideoData, msg.AudioData)) for e in whole) or n < SPLIT_LIMIT
     for i, b in enumerate(starts[:-1]):
         end = starts[i + 1]
         assert events[i] == whole[: len(events[i])], f"the one-call parse of data[:{b}] is not a prefix of the whole"
