@@ -18,6 +18,7 @@ from media.control import ERROR, PUBLISHER_LEFT, normalize_end_reason
 from media.hub.registry import StreamAlreadyLive
 from media.hub.stream import Stream
 from media.hub.viewers import PlayRefused, ViewerSession
+from media.merged_read import MergedRead
 from rtmp.codec.connection import ServerConnection
 from rtmp.codec.errors import RtmpProtocolError
 from rtmp.codec.message import (
@@ -77,6 +78,7 @@ class RtmpConnection(asyncio.Protocol):
         self._abort_timer: asyncio.TimerHandle | None = None
         self._busy: asyncio.Task | None = None  # the publish or play authorization
         self._last_data = 0.0
+        self._merged: MergedRead | None = None  # while publishing
         # publisher
         self.publishing = False  # a publish was requested (authorizing or live)
         self.stream: Stream | None = None
@@ -104,6 +106,8 @@ class RtmpConnection(asyncio.Protocol):
         if self.closed:
             return
         self._last_data = self._loop.time()  # type: ignore[union-attr]
+        if self._merged is not None:
+            self._merged.bytes += len(data)
         try:
             events = self.codec.receive_data(data)
         except RtmpProtocolError as e:
@@ -281,6 +285,8 @@ class RtmpConnection(asyncio.Protocol):
             stream_id, level="status", code="NetStream.Publish.Start",
             description=f"{public_id} is now published.",
         ))
+        self._merged = MergedRead(self.transport.get_extra_info("socket"),  # type: ignore[union-attr]
+                                  self.config.rtmp_merged_read_ms, asyncio.get_running_loop())
         self._arm_idle()
 
     def _arm_idle(self) -> None:
@@ -305,6 +311,7 @@ class RtmpConnection(asyncio.Protocol):
         if not self.publishing:
             return
         self.publishing = False
+        self._merge_off()
         stream, self.stream = self.stream, None
         if stream is None:
             return  # still authorizing: _authorize_publish reports the end
@@ -440,6 +447,11 @@ class RtmpConnection(asyncio.Protocol):
             self._stop_playing()
         self._viewer_session_end()
 
+    def _merge_off(self) -> None:
+        if self._merged is not None:
+            self._merged.close()
+            self._merged = None
+
     def _fail(self, why: str) -> None:
         log.info("rtmp %s: %s; closing the connection", self.peer, why)
         if self.publishing:
@@ -454,6 +466,7 @@ class RtmpConnection(asyncio.Protocol):
         if self.player is not None:
             self._stop_playing()
         self._viewer_session_end()
+        self._merge_off()  # before the socket closes: its number may be reused by the next one
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
@@ -467,6 +480,7 @@ class RtmpConnection(asyncio.Protocol):
         if self.player is not None:
             self._stop_playing()
         self._viewer_session_end()
+        self._merge_off()  # before the socket closes: its number may be reused by the next one
         self.closed = True
         if t is not None:
             t.abort()

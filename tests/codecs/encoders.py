@@ -7,6 +7,8 @@ from fractions import Fraction
 
 import av
 
+from tests.support.media import pyav_errors
+
 _PATTERN = bytes(range(256)) * 2
 
 
@@ -57,14 +59,17 @@ def h264_mp4_avcc(width: int, height: int, profile: str, pix_fmt: str = "yuv420p
 
 
 def h264_decode(packets: list[bytes], extradata: bytes | None = None) -> list[list[bytes]]:
-    """Decoded pictures (plane bytes) from FFmpeg's h264 decoder; AVCC framing when extradata is set."""
+    """Decoded pictures (plane bytes) from FFmpeg's h264 decoder; AVCC framing when extradata is set.
+    Fails on any error the decoder reports (it conceals damage and still returns a picture)."""
     ctx = av.CodecContext.create("h264", "r")
     if extradata is not None:
         ctx.extradata = extradata
     pictures = []
-    for data in [*packets, None]:
-        for frame in ctx.decode(None if data is None else av.Packet(data)):
-            pictures.append([f"{frame.width}x{frame.height}".encode(), *(bytes(p) for p in frame.planes)])
+    with pyav_errors() as errors:
+        for data in [*packets, None]:
+            for frame in ctx.decode(None if data is None else av.Packet(data)):
+                pictures.append([f"{frame.width}x{frame.height}".encode(), *(bytes(p) for p in frame.planes)])
+    assert errors == [], errors
     return pictures
 
 
@@ -103,8 +108,10 @@ def aac_decode(extradata: bytes, packets: list[bytes]) -> list[tuple[int, int]]:
     ctx = av.CodecContext.create("aac", "r")
     ctx.extradata = extradata
     frames = []
-    for data in [*packets, None]:
-        frames += ctx.decode(None if data is None else av.Packet(data))
+    with pyav_errors() as errors:
+        for data in [*packets, None]:
+            frames += ctx.decode(None if data is None else av.Packet(data))
+    assert errors == [], errors
     return [(f.sample_rate, f.layout.nb_channels) for f in frames]
 
 

@@ -97,4 +97,4 @@ def test_ffmpeg_encoder_extradata(rate: int, layout: str, channels: int) -> None
     # FFmpeg's config adds an explicit "no SBR" sync extension; ours is the plain 2-byte form.
     assert extradata[:2] == aac.config_build(rate, channels)
     decoded = aac_decode(aac.config_build(rate, channels), packets)
-    assert decoded and set(decoded) == {(rate, channels)}
+    assert len(decoded) == len(packets) and set(decoded) == {(rate, channels)}  # a frame per packet

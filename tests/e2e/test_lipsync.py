@@ -17,7 +17,7 @@ from aiortc import RTCRtpReceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from tests.sfu.clients import BeepAudio, FlashVideo, SharedStart, http_async, peer_connection, whip_publish
-from tests.support.media import wait_until
+from tests.support.media import FPS, pyav_errors, wait_until
 from tests.support.procs import require_tool
 
 from .test_rtmp_ingest import room_status, rtmp_play_url, rtmp_publish_url, stop
@@ -31,6 +31,7 @@ REPORTS_USED = 20  # RTCP sender reports a WebRTC player fits its RTP -> NTP map
 MIN_PAIRS = 50  # of ~58 flashes in the 60 s after warm-up
 BRIGHT = 125  # mean luma above which a frame is the flash (black is 16, white 235)
 LOUD = 0.2  # |sample| (full scale 1) from which the audio is the beep (0.8 at the RTMP source, 0.5 WHIP)
+FRAME_GAP = 1.5 / FPS  # s: a picture's interval (at most 10 % longer from a WHIP publisher's clock), not two
 QUIET_GAP = 0.5  # s without flash (beep) before a bright frame (loud sample) that starts a new one
 
 # The RTMP source: black 640x360 at 30 fps with frame n % 30 == 0 white, and 44.1 kHz audio silent
@@ -117,6 +118,11 @@ def measure(label: str, flashes: list[float], beeps: list[float]) -> tuple[str, 
         return line, f"{line}: fewer than {MIN_PAIRS} ({len(flashes)} flashes, {len(beeps)} beeps)"
     outside = [round(v, 1) for v in values if abs(v) > TOLERANCE * 1000]
     return line, f"{line}; outside +-{TOLERANCE * 1000:.0f} ms: {outside}" if outside else None
+
+
+def missing(pts: list, step: float) -> int:
+    """Frames missing from a timeline: the span of `pts` in `step`s, plus one, less those there."""
+    return round((pts[-1] - pts[0]) / step) + 1 - len(pts) if pts else 0
 
 
 def assert_within(results: list[tuple[str, str | None]]) -> None:
@@ -238,12 +244,20 @@ async def test_lip_sync_rtmp_to_webrtc(service, room):
     try:
         assert await asyncio.to_thread(wait_until, lambda: room_status(service, room) == "live", 15), \
             publisher.stderr.read().decode() if publisher.poll() is not None else service.log()
-        watched = await whep_watch(service.url(""), room["room"]["room_id"], SECONDS + WARMUP)
+        with pyav_errors() as errors:  # aiortc decodes with FFmpeg, through PyAV
+            watched = await whep_watch(service.url(""), room["room"]["room_id"], SECONDS + WARMUP)
     finally:
         stop(publisher)
     video_timeline, video = watched["video"]
     audio_timeline, audio = watched["audio"]
     assert video and audio, (len(video), len(audio))
+    assert errors == [], errors[:20]
+    # every picture (90 kHz, 3000 ticks apart) and every 20 ms Opus frame (960 samples) of the 62 s
+    # watched, from the first one decoded: none missing from either timeline
+    assert missing([pts for _, pts, _ in video], 3000) == 0, (missing([pts for _, pts, _ in video], 3000), len(video))
+    audio_pts = [pts for _, pts, *_ in audio]
+    assert missing(audio_pts, 960) == 0 and len(audio) >= (SECONDS + WARMUP) * 50, (missing(audio_pts, 960), len(audio))
+    assert len(video) >= (SECONDS + WARMUP) * FPS, len(video)
     since = video[0][0] + WARMUP
 
     # A video frame is an instant, and so is the arrival of its last packet. An audio packet's RTP
@@ -306,15 +320,26 @@ async def test_lip_sync_webrtc_to_rtmp_and_hls(service, room):
     try:
         assert await asyncio.to_thread(wait_until, lambda: room_status(service, room) == "live", 10)
         urls = {"RTMP": rtmp_play_url(service, room), "HLS": hls_url(service, room)}
-        readings = await asyncio.gather(*(asyncio.to_thread(read_media, url, SECONDS + WARMUP, stop_event)
-                                          for url in urls.values()))
+        with pyav_errors() as errors:
+            readings = await asyncio.gather(*(asyncio.to_thread(read_media, url, SECONDS + WARMUP, stop_event)
+                                              for url in urls.values()))
     finally:
         stop_event.set()
         await http_async("DELETE", resource)
         await pc.close()
+    assert errors == [], errors[:20]
     results = []
     for label, (video, audio, error) in zip(urls, readings, strict=True):
         assert video, f"{label}: no video decoded ({error})"
+        # 62 s of pictures from the first one decoded, none missing: the 30 fps timeline (the
+        # publisher clock stretches a step by 10 % at most) has no gap and holds every picture
+        times = [t for t, _ in video]
+        gap = max(b - a for a, b in zip(times, times[1:], strict=False))
+        assert not error and gap <= FRAME_GAP and abs(missing(times, 1 / FPS)) <= 1, \
+            (label, error, gap, missing(times, 1 / FPS), len(video))
+        # and the AAC made from the Opus (1024 samples at 48 kHz) over the same time, up to 5 frames
+        # (107 ms) either way for the audio interleaved before the first picture and after the last
+        assert abs(len(audio) - (times[-1] - times[0]) * 48000 / 1024) <= 5, (label, len(audio), times[-1] - times[0])
         since = video[0][0] + WARMUP
         line, failure = measure(f"WebRTC -> {label}, pts", onsets([t for t, luma in video if luma > BRIGHT], since),
                                 onsets([t for t in audio if t is not None], since))

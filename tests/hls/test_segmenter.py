@@ -10,6 +10,7 @@ import pytest
 
 from media.hls.segmenter import HlsOptions, HlsSegmenter, HlsUnsupported
 from tests.support.flv_source import access_units, ffmpeg_flv
+from tests.support.media import assert_no_decode_errors
 
 
 def listed_segments(playlist: Path) -> list[tuple[float, str]]:
@@ -20,7 +21,8 @@ def listed_segments(playlist: Path) -> list[tuple[float, str]]:
 
 def probe(path: Path) -> dict:
     result = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-of", "json", str(path)],
-                            capture_output=True, text=True, timeout=60, check=True)
+                            capture_output=True, text=True, timeout=60)
+    assert_no_decode_errors(result, path)
     return {s["codec_type"]: s for s in json.loads(result.stdout)["streams"]}
 
 
@@ -35,15 +37,21 @@ def test_segments_decode_with_source_codecs_size_rate_and_target_durations(tmp_p
     segments = listed_segments(playlist)
     assert all(uri.startswith("room1/seg") for _, uri in segments)
     assert all(abs(duration - 2.0) <= 0.5 for duration, _ in segments[:-1]), segments
+    counts = []
     for _, uri in segments:
         streams = probe(tmp_path / uri)
         video = streams["video"]
         assert (video["codec_name"], video["width"], video["height"], video["r_frame_rate"]) == \
             ("h264", 320, 180, "30/1")
         assert streams["audio"]["codec_name"] == "aac"
-        assert int(video["nb_read_frames"]) >= 45  # each segment decodes on its own
+        counts.append(int(video["nb_read_frames"]))  # each segment decodes on its own
+    # every segment holds its EXTINF of pictures but the last, whose EXTINF FFmpeg's muxer runs on
+    # to the audio's end (2.5 s listed for its 2 s here); together, the 300 pictures sent
+    assert counts[:-1] == [round(30 * duration) for duration, _ in segments[:-1]], (counts, segments)
+    assert 0 < counts[-1] <= round(30 * segments[-1][0]) and sum(counts) == 300, (counts, segments)
     whole = probe(playlist)
     assert int(whole["video"]["nb_read_frames"]) == 300
+    assert abs(int(whole["audio"]["nb_read_frames"]) - 10 * 44100 / 1024) <= 2, whole["audio"]["nb_read_frames"]
 
 
 def test_rolling_playlist_deletes_old_segments_and_never_lists_a_missing_one(tmp_path):
@@ -91,7 +99,8 @@ def test_video_only_stream_is_segmented(tmp_path):
     for unit in access_units(ffmpeg_flv(seconds=5, audio=False)):
         segmenter.write(unit)
     segmenter.close()
-    assert "audio" not in probe(tmp_path / "v.m3u8")
+    found = probe(tmp_path / "v.m3u8")
+    assert "audio" not in found and int(found["video"]["nb_read_frames"]) == 5 * 30
 
 
 def test_a_codec_hls_cannot_carry_is_refused_clearly(tmp_path):

@@ -13,6 +13,8 @@ import av
 from media.hub.unit import TIME_BASE, VIDEO, AccessUnit
 from media.record.writer import Mp4Recorder, RecordingInfo
 from tests.support.flv_source import access_units, ffmpeg_flv
+from tests.support.media import assert_no_decode_errors
+from tests.support.media import decode_errors as damage
 from tests.support.procs import require_tool
 
 
@@ -62,17 +64,18 @@ def probe(path: Path) -> dict:
     """{"format": ..., "video": ..., "audio": ...} with frame counts (every frame decoded)."""
     result = subprocess.run([require_tool("ffprobe"), "-v", "error", "-count_frames", "-show_streams",
                              "-show_format", "-of", "json", str(path)],
-                            capture_output=True, text=True, timeout=60, check=True)
+                            capture_output=True, text=True, timeout=60)
+    assert_no_decode_errors(result, path)
     found = json.loads(result.stdout)
     return {"format": found["format"], **{s["codec_type"]: s for s in found["streams"]}}
 
 
 def decode_errors(path: Path) -> str:
-    """What FFmpeg complains about while decoding the whole file ("" when nothing)."""
+    """What FFmpeg reports as damage while decoding the whole file ("" when nothing)."""
     result = subprocess.run([require_tool("ffmpeg"), "-v", "error", "-i", str(path), "-f", "null", "-"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    return result.stderr
+    return "\n".join(damage(result.stderr))
 
 
 def video_timestamps(path: Path) -> list[tuple[int, int]]:

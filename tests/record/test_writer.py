@@ -8,6 +8,7 @@ import pytest
 from media.bridges.audio import AacToOpus
 from media.hub.unit import AUDIO, TIME_BASE, VIDEO, AccessUnit
 from media.record.writer import Mp4Recorder, RecordUnsupported
+from tests.support.media import FPS, assert_clean, ffmpeg_decode
 
 from .media_check import (
     decode_errors,
@@ -48,14 +49,17 @@ def test_fragments_are_on_disk_before_close(tmp_path):
     """A crash loses at most the open fragment: a copy taken while recording plays."""
     path, copy = tmp_path / "r.mp4", tmp_path / "copy.mp4"
     recorder = Mp4Recorder(path, flush_every=2.0)
-    for unit in flv_units(10):
+    units = flv_units(10)
+    for unit in units:
         if unit.dts > 6 * TIME_BASE and not copy.exists():
             shutil.copyfile(path, copy)
         recorder.write(unit)
     assert float(probe(copy)["format"]["duration"]) >= 4.0
-    assert decode_errors(copy) == ""
+    # the copy holds the pictures of its fragments (2 s each: 4 to 6 s of the 6 written), every one
+    assert_clean(ffmpeg_decode(str(copy), seconds=None), video=(4 * FPS, 6 * FPS), max_gap=1.5 / FPS)
     recorder.close()
     assert float(probe(path)["format"]["duration"]) > 9.5
+    assert_clean(ffmpeg_decode(str(path), seconds=None), video=len(media(units)), max_gap=1.5 / FPS)
 
 
 def test_b_frames_keep_their_decode_and_presentation_times(tmp_path):

@@ -124,6 +124,7 @@ class Collector:
     def __init__(self, track: MediaStreamTrack) -> None:
         self.track = track
         self.frames: list[tuple[float, int, int]] = []  # (time, width, height) or (time, samples, rate)
+        self.pts: list[int] = []  # of each frame: RTP time since the first one aiortc decoded
         self.first = asyncio.get_running_loop().create_future()
         self.task = asyncio.ensure_future(self._run())
 
@@ -132,6 +133,7 @@ class Collector:
             while True:
                 frame = await self.track.recv()
                 now = time.monotonic()
+                self.pts.append(frame.pts)
                 if isinstance(frame, av.VideoFrame):
                     self.frames.append((now, frame.width, frame.height))
                 else:
@@ -140,6 +142,12 @@ class Collector:
                     self.first.set_result(now)
         except (MediaStreamError, asyncio.CancelledError):
             pass
+
+    def missing(self, step: int, since: float = 0.0) -> int:
+        """Frames missing from the timeline of the frames that arrived from `since` on: the span of
+        their pts in `step`s (a frame's RTP spacing), plus one, less those decoded."""
+        pts = [p for (t, *_), p in zip(self.frames, self.pts, strict=True) if t >= since]
+        return round((pts[-1] - pts[0]) / step) + 1 - len(pts) if pts else 0
 
     def rate(self, since: float) -> float:
         times = [t for t, *_ in self.frames if t >= since]
