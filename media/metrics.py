@@ -1,8 +1,9 @@
 """Prometheus metrics of a media node (prometheus_client), read from the media plane's own
 counters when scraped: nothing is updated per packet or per viewer for them.
 
-`MediaCollector(plane)` yields the families below; `LoopLag` is a probe task (a 250 ms sleep and
-how late it wakes) whose samples fill a histogram. `exposition(registry)` is the text served at
+`MediaCollector(plane)` yields the families below; `LoopLag` is how late the plane's once-a-second
+stats task wakes from its sleep (its own probe task, waking four times a second, cost an idle node
+more than all its other timers). `exposition(registry)` is the text served at
 `/metrics` on the media HTTP port (and, with the control plane's collector, on the web port).
 
 | metric                                         | type      | labels            |
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
     from .runtime import MediaPlane
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-LAG_EVERY = 0.25  # s between the lag probe's wakeups
 
 
 def _family(kind, name: str, doc: str, labels: list[str], values: dict[tuple, float]) -> Metric:
@@ -117,19 +117,19 @@ class MediaCollector:
 
 
 class LoopLag:
-    """How late the event loop runs a 250 ms sleep: the lag every task on it sees."""
+    """How late the event loop runs a sleep: the lag every task on it sees."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.histogram = Histogram("microvibe_event_loop_lag_seconds", "How late the media plane's event loop "
                                    "wakes from a sleep.", buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25,
                                                                    0.5, 1.0), registry=registry)
 
-    async def run(self) -> None:
+    async def sleep(self, seconds: float) -> None:
+        """asyncio.sleep, with how late it returned observed."""
         loop = asyncio.get_running_loop()
-        while True:
-            due = loop.time() + LAG_EVERY
-            await asyncio.sleep(LAG_EVERY)
-            self.histogram.observe(max(0.0, loop.time() - due))
+        due = loop.time() + seconds
+        await asyncio.sleep(seconds)
+        self.histogram.observe(max(0.0, loop.time() - due))
 
 
 def exposition(registry: CollectorRegistry) -> bytes:

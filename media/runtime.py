@@ -116,7 +116,11 @@ class MediaPlane:
     rates: StreamRates = field(default_factory=StreamRates)
     started: float = field(default_factory=time.time)
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+    loop_lag: LoopLag = field(init=False)
     stopped: bool = False
+
+    def __post_init__(self) -> None:
+        self.loop_lag = LoopLag(self.metrics)
 
     @property
     def node_control(self) -> NodeControl:
@@ -129,7 +133,7 @@ class MediaPlane:
 
     async def _stats_loop(self) -> None:
         while True:
-            await asyncio.sleep(STATS_EVERY)
+            await self.loop_lag.sleep(STATS_EVERY)
             self.rates.sample(self.registry.streams())
             if self.hls is not None and self.hls.players is not None:
                 self.hls.players.sweep()
@@ -279,7 +283,6 @@ async def start_media_plane(
     plane.metrics.register(MediaCollector(plane))
     for collector in control.metrics_collectors() if control.metrics_collectors else []:
         plane.metrics.register(collector)
-    plane._tasks.append(asyncio.get_running_loop().create_task(LoopLag(plane.metrics).run(), name="loop-lag"))
     http.add_route("/metrics", MetricsRoute(plane.metrics, config.metrics_token).handle)
     _planes[:] = [plane]
     if register_control and control.media_control_register is not None:

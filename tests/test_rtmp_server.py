@@ -327,3 +327,10 @@ async def test_ffmpeg_wrong_key_and_second_publisher_refused(plane_and_control):
         await first.wait()
     await asyncio.wait_for(control.ended_event.wait(), 5)
     await wait_for(lambda: not plane.rtmp.connections and len(plane.registry) == 0)
+
+
+async def test_the_loop_lag_histogram_fills_from_the_stats_tick(plane_and_control):
+    plane, _ = plane_and_control
+    await wait_for(lambda: plane.metrics.get_sample_value("microvibe_event_loop_lag_seconds_count") >= 1,
+                   timeout=3)
+    assert plane.metrics.get_sample_value("microvibe_event_loop_lag_seconds_bucket", {"le": "1.0"}) >= 1

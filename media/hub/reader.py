@@ -6,8 +6,10 @@ up to the next random access point (a hole inside a GOP breaks the picture), whe
 with the sequence headers again if they changed meanwhile.
 
 A reader that hops to a thread per wakeup (HLS, recording, bridges) sets ``gather_ms``: its task
-is woken once that much media has queued, at a keyframe, or at the end, not per unit, so a
-stream costs a few wakeups and thread hops a second instead of one per unit, with no timer.
+is woken once that much media has queued, at a keyframe and at the unit after it, or at the end,
+not per unit, so a stream costs a few wakeups and thread hops a second instead of one per unit,
+with no timer. The unit after a keyframe wakes it too because FFmpeg's interleaving muxer (HLS,
+recording) writes the keyframe that ends a segment only once the other track's next packet is in.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class StreamReader:
         self._wakeup = asyncio.Event()
         self._gather_ms = gather_ms
         self._gather_from: int | None = None  # ts (ms) of the first unit queued since the last wakeup
+        self._after_rap = False  # the last unit queued was a random access point
         self._skipping = False
         self._config_gen = stream.config_gen
         self.ended = False
@@ -89,12 +92,14 @@ class StreamReader:
             self._wakeup.set()
 
     def _wake_gathered(self, entry: Entry) -> None:
+        after_rap, self._after_rap = self._after_rap, entry.rap
         if self._wakeup.is_set():
             return
         start = self._gather_from
         if start is None:
             start = self._gather_from = entry.ts
-        if entry.rap or entry.ts - start >= self._gather_ms or len(self._queue) * 2 >= self.max_units:
+        if (entry.rap or after_rap or entry.ts - start >= self._gather_ms
+                or len(self._queue) * 2 >= self.max_units):
             self._gather_from = None
             self._wakeup.set()
 

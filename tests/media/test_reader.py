@@ -86,3 +86,22 @@ async def test_a_gathering_reader_wakes_per_span_or_keyframe_not_per_unit():
         # a batch spans at most the gather span (a keyframe wakes at once and starts the next one)
         assert (media[-1].dts - media[0].dts) // 90 <= 200
 
+
+
+async def test_a_gathering_reader_wakes_at_the_unit_after_a_keyframe():
+    """The HLS muxer writes a segment's closing keyframe only once the audio after it is in: that
+    unit must not wait for the next span."""
+    s = Stream("r", cfg())
+    s.write(video_config())
+    r = s.add_reader("hls", max_units=1000, gather_ms=200)
+    while await asyncio.wait_for(r.batch(1000), 1):  # the primed config
+        if not r.queued:
+            break
+    units = av_stream(0, 2.1, gop_ms=2000)
+    keyframe = next(i for i, u in enumerate(units) if u.kind == "video" and u.keyframe and u.dts > 0)
+    for u in units[:keyframe + 1]:
+        s.write(u)
+    while r.queued:
+        await r.batch(1000)
+    s.write(units[keyframe + 1])
+    assert await asyncio.wait_for(r.batch(1000), 1) == [units[keyframe + 1]]

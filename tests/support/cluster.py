@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .procs import ROOT, free_ports, postgres, redis_server, require_tool, wait_for_port
+from .procs import ROOT, die_with_parent, free_ports, postgres, redis_server, require_tool, wait_for_port
 
 TEMPLATE = ROOT / "configs" / "nginx" / "microvibe.conf.template"
 
@@ -53,7 +53,7 @@ class Cluster:
     def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.dir / f"{name}.log", "wb")
         proc = subprocess.Popen(args, cwd=ROOT, env={**self.env, **(env or {})}, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         self.procs.append(proc)
         return proc
 

@@ -20,6 +20,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the process that started it dies, so a test run
+    killed mid-test (a timeout, a namespace helper's SIGKILL) leaves no server or worker behind."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -114,7 +123,7 @@ def postgres() -> Iterator[Postgres]:
 def redis_server() -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen([require_tool("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, preexec_fn=die_with_parent)
     try:
         wait_for_port(port)
         yield f"redis://127.0.0.1:{port}/0"
@@ -153,12 +162,13 @@ class Service:
     def start(self) -> Service:
         self.manage("migrate", "--noinput")
         self.proc = subprocess.Popen([sys.executable, "manage.py", "serve", "--bind", "127.0.0.1"], cwd=ROOT,
-                                     env=self.env, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT)
+                                     env=self.env, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT,
+                                     preexec_fn=die_with_parent)
         if self.env.get("REDIS_URL") and self.env.get("CELERY_TASK_ALWAYS_EAGER", "0") != "1":
             self.worker = subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "microvibe", "worker", "--pool", "solo", "--loglevel", "info",
                  "--without-gossip", "--without-mingle", "--without-heartbeat"], cwd=ROOT, env=self.env,
-                stdout=open(self.dir / "worker.log", "wb"), stderr=subprocess.STDOUT)
+                stdout=open(self.dir / "worker.log", "wb"), stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         try:
             wait_for_port(self.port, 30)
             if self.env["MEDIA_PLANE_ENABLED"] == "1":
