@@ -36,6 +36,7 @@ import random
 import socket
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from fractions import Fraction
 from importlib.metadata import version
@@ -83,8 +84,11 @@ FrameSink = Callable[[bytes, int, float, bool], None]  # data, unwrapped RTP tim
 class ForwardJitterBuffer(JitterBuffer):
     """Reassembles frames and hands them to `sink` at once; `add` always returns no frame.
 
-    Video: a frame is complete when the packets from its first one to its marker are all in.
-    Audio (Opus: one packet, one frame): every packet is a frame; late ones are dropped.
+    Video: a frame goes out when the packets from its first one to its marker are all in, from a place a frame is
+    known to start: after a marker or a change of timestamp, or at a packet `frame_starts` says starts one. A
+    packet missing behind a newer one (a hole) for LOST_FRAME_TIMEOUT gives its frame up: dropped, with every
+    later packet of its timestamp; the next frame out is flagged after_loss (the hub then waits for a keyframe)
+    and a PLI is asked for. Audio (Opus: one packet, one frame): every packet is a frame; late ones are dropped.
     """
 
     def __init__(self, sink: FrameSink, is_video: bool, clock: Callable[[], float] = time.monotonic,
@@ -97,8 +101,11 @@ class ForwardJitterBuffer(JitterBuffer):
         # first marker: we may join mid-frame, and a publisher's very first frame is its keyframe.
         self._synced = not is_video
         self._codec = (codec or "").lower()
-        self._gap_since: float | None = None
         self._after_loss = False
+        self._newest = 0  # sequence number of the newest packet in the window
+        self._holes: deque[tuple[int, float]] = deque()  # (sequence number that came past missing ones, when)
+        self._scanned = 0  # packets from the origin on known to be the start of one unfinished frame
+        self._abandoned: int | None = None  # RTP timestamp of the frame last given up on
         self._ts_last: int | None = None
         self._ts_base = 0
 
@@ -119,75 +126,150 @@ class ForwardJitterBuffer(JitterBuffer):
             self._origin = uint16_add(packet.sequence_number, 1)
             self.sink(packet._data, self._unwrap(packet.timestamp), now, False)  # type: ignore[attr-defined]
             return False, None
-        if not self._synced:
-            if frame_starts(self._codec, packet.payload):
-                self._synced = True
-                self._origin = packet.sequence_number
-            else:
-                if packet.marker:
-                    self._synced = True
-                    self._origin = uint16_add(packet.sequence_number, 1)
-                return False, None
-        pli, _ = super().add(packet)
-        if pli:
-            self._after_loss = True
-        while True:
-            frame = self._pop_frame(now)
-            if frame is None:
-                break
-            self.sink(frame.data, self._unwrap(frame.timestamp), now, self._after_loss)
-            self._after_loss = False
-        if self._gap_since is not None and now - self._gap_since > LOST_FRAME_TIMEOUT:
-            pli = self._skip_gap() or pli
+        if not self._synced and not self._sync(packet):
+            return False, None
+        pli = packet.timestamp != self._abandoned and self._store(packet, now)  # not the rest of a frame given up on
+        while (hole := self._drain(now)) is not None and now - self._hole_since(hole, now) > LOST_FRAME_TIMEOUT:
+            self._give_up()
+            pli = True
         return pli, None
 
-    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
-        return None  # frames leave through _pop_frame, called by add
+    def _store(self, packet: RtpPacket, now: float) -> bool:
+        """aiortc's add: True (ask for a keyframe) if it restarted the window or made room for a packet far ahead."""
+        seq = packet.sequence_number
+        behind = uint16_gt(self._origin, seq)
+        pli, _ = super().add(packet)
+        if pli or uint16_gt(seq, self._newest):
+            if pli and behind:  # restarted at this packet
+                self._holes.clear()
+            elif seq != uint16_add(self._newest, 1):
+                self._holes.append((seq, now))
+            self._newest = seq
+        elif uint16_add(seq, -self._origin) < self._scanned:
+            self._scanned = 0  # a duplicate replaced a packet already looked at
+        if pli:  # the origin may now be inside a frame
+            self._after_loss = True
+            self._resync()
+        return pli
 
-    def _pop_frame(self, now: float) -> JitterFrame | None:
-        packets: list[RtpPacket] = []
-        timestamp = None
-        for count in range(self._capacity):
-            packet = self._packets[(self._origin + count) % self._capacity]
-            if packet is None:
-                if count == 0 and self._gap_since is None and any(p is not None for p in self._packets):
-                    self._gap_since = now
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        return None  # frames leave through _drain, called by add
+
+    def _sync(self, packet: RtpPacket) -> bool:
+        """Take the stream up where a frame starts: at this packet (True), or after it if it is a marker."""
+        seq = packet.sequence_number
+        if packet.timestamp != self._abandoned and frame_starts(self._codec, packet.payload):
+            self._origin = seq
+        elif packet.marker:
+            self._origin = uint16_add(seq, 1)
+        else:
+            return False
+        self._synced = True
+        self._newest = uint16_add(self._origin, -1)
+        self._holes.clear()
+        self._scanned = 0
+        return self._origin == seq
+
+    def _drain(self, now: float) -> int | None:
+        """Hand every complete frame at the origin to the sink; then the sequence number of the packet holding up
+        the next frame if a newer one is in (a hole), else None."""
+        while self._synced:
+            frame = self._pop_frame()
+            if frame is None:
+                missing = uint16_add(self._origin, self._scanned)
+                if self._scanned < self._capacity and uint16_gt(self._newest, missing):
+                    return missing
+                if self._holes:
+                    self._holes.clear()  # all filled
                 return None
-            if timestamp is None:
-                timestamp = packet.timestamp
-            elif packet.timestamp != timestamp:  # the previous frame ended without a marker
-                self.remove(count)
-                self._gap_since = None
-                return JitterFrame(b"".join(p._data for p in packets), timestamp)  # type: ignore[attr-defined]
-            packets.append(packet)
-            if packet.marker:
-                self.remove(count + 1)
-                self._gap_since = None
-                return JitterFrame(b"".join(p._data for p in packets), timestamp)  # type: ignore[attr-defined]
+            self.sink(frame.data, self._unwrap(frame.timestamp), now, self._after_loss)
+            self._after_loss = False
         return None
 
-    def _skip_gap(self) -> bool:
-        """Drop through the frame that lost packets for good; the next frames need a keyframe."""
-        for _ in range(self._capacity):
-            packet = self._packets[self._origin % self._capacity]
-            self.remove(1)
-            if packet is not None and packet.marker:
+    def _pop_frame(self) -> JitterFrame | None:
+        """The frame at the origin once its marker, or a packet of the next timestamp, is in; else None, with
+        `_scanned` at the first packet missing. Each packet is looked at once."""
+        packets, capacity, origin = self._packets, self._capacity, self._origin
+        first = packets[origin % capacity]
+        count = self._scanned
+        while count < capacity:
+            packet = packets[(origin + count) % capacity]
+            if packet is None:
                 break
-        self._gap_since = None
+            if packet.timestamp != first.timestamp:  # the frame ended without a marker
+                return self._take(count)
+            count += 1
+            if packet.marker:
+                return self._take(count)
+        self._scanned = count
+        return None
+
+    def _take(self, count: int) -> JitterFrame:
+        packets, capacity, origin = self._packets, self._capacity, self._origin
+        data = b"".join([packets[(origin + i) % capacity]._data for i in range(count)])  # type: ignore[union-attr]
+        timestamp = packets[origin % capacity].timestamp  # type: ignore[union-attr]
+        self.remove(count)
+        self._scanned = 0
+        return JitterFrame(data, timestamp)
+
+    def _hole_since(self, missing: int, now: float) -> float:
+        """When the packet `missing` was found missing: when the first packet past it came in."""
+        holes = self._holes
+        while holes and not 0 < uint16_add(holes[0][0], -missing) < self._capacity:
+            holes.popleft()  # holes since filled, or from before the origin
+        if not holes:
+            holes.append((self._newest, now))
+        return holes[0][1]
+
+    def _give_up(self) -> None:
+        """Drop the frame a hole holds up, and from now on every packet of its timestamp."""
+        for count in range(self._capacity):
+            packet = self._packets[(self._origin + count) % self._capacity]
+            if packet is not None:
+                # Past the hole, a packet that starts a frame: the hole was a whole frame, not part of this one.
+                if count == 0 or not frame_starts(self._codec, packet.payload):
+                    self._abandoned = packet.timestamp
+                break
         self._after_loss = True
-        return True
+        self._resync()
+
+    def _resync(self) -> None:
+        """Move the origin to the first place in the window a frame is known to start, dropping what is before;
+        none: empty the window and take the stream up again at the next one (`_sync`)."""
+        packets, capacity, origin = self._packets, self._capacity, self._origin
+        self._scanned = 0
+        previous = None
+        for count in range(capacity):
+            packet = packets[(origin + count) % capacity]
+            if packet is None or packet.timestamp != self._abandoned:
+                if previous is not None and (previous.marker or (
+                        packet is not None and packet.timestamp != previous.timestamp)):
+                    self.remove(count)
+                    return
+                if packet is not None and frame_starts(self._codec, packet.payload):
+                    self.remove(count)
+                    return
+            previous = packet
+        self.remove(capacity)
+        self._synced = False
 
 
 def frame_starts(codec: str, payload: bytes) -> bool:
-    """Does this RTP payload start a frame? VP8: S bit of partition 0 (RFC 7741); H.264: a single
-    NAL unit, STAP-A, or the first FU-A fragment (RFC 6184). False when unknown."""
+    """Does this RTP payload certainly start a frame? VP8: the S bit of partition 0 (RFC 7741). H.264 has no such
+    bit (RFC 6184), and a slice or FU-A start may be the second of its picture: only an access unit delimiter or
+    an SPS, which never come after a slice of their access unit, as its first NAL unit (single NAL unit, STAP-A,
+    first FU-A fragment). WebRTC encoders begin each keyframe with SPS and PPS. False when unknown."""
     if len(payload) < 2:
         return False
     if codec == "vp8":
         return bool(payload[0] & 0x10) and payload[0] & 0x07 == 0
     if codec == "h264":
         nal_type = payload[0] & 0x1F
-        return 1 <= nal_type <= 24 or (nal_type == 28 and bool(payload[1] & 0x80))
+        if nal_type == 24:  # STAP-A: a 16-bit size, then the first NAL unit
+            nal_type = payload[3] & 0x1F if len(payload) > 3 else 0
+        elif nal_type == 28:  # FU-A
+            nal_type = payload[1] & 0x1F if payload[1] & 0x80 else 0
+        return nal_type in (7, 9)
     return False
 
 

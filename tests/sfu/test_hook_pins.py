@@ -574,8 +574,9 @@ def test_jitter_buffer_internals():
     assert (frame.data, frame.timestamp) == (b"ab", 7)
     # the hook overrides add and _remove_frame and calls remove: all still there, none of its own names taken
     assert {"add", "_remove_frame", "remove", "smart_remove", "capacity"} <= set(dir(JitterBuffer))
-    own = {"sink", "ssrc", "_clock", "_synced", "_gap_since", "_after_loss", "_ts_last", "_ts_base",
-           "_unwrap", "_pop_frame", "_skip_gap"}
+    own = {"sink", "ssrc", "_clock", "_synced", "_after_loss", "_newest", "_holes", "_scanned", "_abandoned",
+           "_ts_last", "_ts_base", "_unwrap", "_sync", "_drain", "_pop_frame", "_take", "_hole_since", "_give_up",
+           "_resync"}
     forward = ForwardJitterBuffer(lambda *a: None, is_video=True)
     assert own <= set(dir(forward))
     taken = own & (set(dir(JitterBuffer)) | set(vars(JitterBuffer(capacity=16))))
