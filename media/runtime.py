@@ -23,6 +23,7 @@ from .hls.segmenter import HlsOptions
 from .http_server import MediaHttpServer
 from .hub.registry import StreamRegistry
 from .hub.stream import Stream
+from .memory import release_free_memory
 from .metrics import LoopLag, MediaCollector, MetricsRoute
 from .record.from_hub import RecorderService
 from .stats import StreamRates, node_stat
@@ -132,8 +133,14 @@ class MediaPlane:
         self._tasks.append(task)
 
     async def _stats_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        trim_every = self.config.memory_trim_every
+        trimmed = loop.time()
         while True:
             await self.loop_lag.sleep(STATS_EVERY)
+            if trim_every > 0 and loop.time() - trimmed >= trim_every:
+                trimmed = loop.time()
+                loop.run_in_executor(None, release_free_memory)  # a few ms: off the loop
             self.rates.sample(self.registry.streams())
             if self.hls is not None and self.hls.players is not None:
                 self.hls.players.sweep()
