@@ -12,7 +12,11 @@ first report of the publisher measures the sender's clock against ours and shift
 so the timeline never jumps. Another track's first report may disagree with its arrival anchor by
 the difference of the tracks' network delays: that step is slewed away over the next frames (each
 frame's spacing kept within `SLEW` of its RTP spacing) rather than taken at once, since a step back
-would give two frames one timestamp. Hub time 0 is the publisher's first frame.
+would give two frames one timestamp. Later reports move a track's mapping only when they disagree
+with it by more than `REPORT_JITTER`, and then by slewing too: a sender stamps a report with the
+time it sent the frame (aiortc: after encoding it), which varies by tens of ms from frame to frame,
+and following each report at once made a picture's timestamp jump by a frame now and then. Hub
+time 0 is the publisher's first frame.
 
 A lost frame (the jitter buffer gave up on it) makes the track drop everything up to the next
 keyframe and ask the publisher for one: readers see a gap in time, never a broken picture.
@@ -34,6 +38,7 @@ log = logging.getLogger(__name__)
 
 NTP_TO_UNIX = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
 SLEW = 0.1  # at most this share of a frame's RTP spacing goes into absorbing a clock step
+REPORT_JITTER = 0.05  # s: a later sender report closer than this to the track's mapping leaves it
 
 
 class PublisherClock:
@@ -85,6 +90,12 @@ class TrackClock:
                 owner.origin += owner.offset
         elif self.report is None and self.anchor is not None:
             self.slew = self._ours(rtp) + owner.offset - sender
+        elif self.report is not None:
+            old_sender, old_rtp = self.report
+            moved = old_sender + (rtp - old_rtp) / self.rate - sender
+            if abs(moved) < REPORT_JITTER:
+                return  # the sender's stamping jitter (or a drift still too small to correct)
+            self.slew += moved  # continuous at the switch, absorbed over the next frames
         self.report = (sender, rtp)
 
     def _ours(self, rtp: int) -> float:

@@ -10,7 +10,9 @@ import pytest
 from tests.support.browser import chromium
 from tests.support.hls import media_playlist
 from tests.support.media import (
+    AAC_RATE,
     FPS,
+    FRAME_GAP,
     HEIGHT,
     WIDTH,
     assert_clean,
@@ -27,8 +29,6 @@ from .test_rtmp_ingest import room_status, rtmp_publish_url, stop
 pytestmark = pytest.mark.e2e
 
 TARGET = 2.0  # HLS_FRAGMENT default; the publishers below use a 1 s GOP
-AAC_RATE = 44100 / 1024
-FRAME_GAP = 1.5 / FPS  # more than one picture's interval, less than two: one lost
 
 
 def hls_url(service, room, path: str = "") -> str:

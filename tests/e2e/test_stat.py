@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import tempfile
 import time
 import urllib.request
 
@@ -15,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.sfu.clients import http_async, whep_subscribe
 from tests.support.api import api, staff_token
-from tests.support.media import wait_until
+from tests.support.media import FPS, decode_errors, framemd5_frames, wait_until
 from tests.support.procs import require_tool
 
 from .test_rtmp_ingest import flv_url, room_status, rtmp_play_url, rtmp_publish_url, session_of
@@ -35,10 +36,25 @@ def cbr_publisher(url: str, seconds: int) -> subprocess.Popen:
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def reader(url: str) -> subprocess.Popen:
+FRAMES = tempfile.mkdtemp(prefix="mv-stat-")  # each reader's framemd5: a line a decoded frame
+
+
+def reader(url: str, name: str) -> subprocess.Popen:
     return subprocess.Popen([require_tool("ffmpeg"), "-hide_banner", "-loglevel", "error", "-i", url,
-                             "-t", "60", "-f", "null", "-"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                             "-t", "60", "-map", "0:v", "-f", "framemd5", f"{FRAMES}/{name}"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def assert_played_cleanly(player: subprocess.Popen, name: str) -> None:
+    """A reader the stream's end (or a staff drop) ended: no damage reported, and every picture
+    from the one it started at to the last, none missing (its count is its timeline's span: what
+    was sent while it watched, the publisher's 30 fps)."""
+    err = player.stderr.read().decode(errors="replace")
+    assert player.returncode == 0 and not decode_errors(err), (name, player.returncode, err[-1500:])
+    with open(f"{FRAMES}/{name}") as frames:
+        counts, pts, _ = framemd5_frames(frames.read())
+    assert counts["video"] >= 5 * FPS, (name, counts)  # it watched for 6 s and more
+    assert counts["video"] == round((pts[-1] - pts[0]) * FPS) + 1, (name, counts, pts[0], pts[-1])
 
 
 def stream_stat(service, staff: str, room: dict) -> dict | None:
@@ -84,8 +100,9 @@ async def test_stat_and_metrics_count_every_viewer_and_staff_drop_one_then_the_p
         hls = f"http://127.0.0.1:{service.media_http_port}/hls/{room_id}.m3u8"
         playlist = service.dir / "hls" / f"{room_id}.m3u8"  # on disk: asking over HTTP would be a player
         assert await asyncio.to_thread(wait_until, lambda: playlist.exists() and "#EXTINF" in playlist.read_text(), 15)
-        players = [reader(rtmp_play_url(service, room)) for _ in range(3)] + \
-                  [reader(flv_url(service, room)) for _ in range(2)] + [reader(hls)]
+        names = [f"{room_id}-{kind}" for kind in ("rtmp-0", "rtmp-1", "rtmp-2", "flv-0", "flv-1", "hls")]
+        players = [reader(rtmp_play_url(service, room), name) for name in names[:3]] + \
+                  [reader(flv_url(service, room), name) for name in names[3:5]] + [reader(hls, names[5])]
         pc, resource, collectors = await whep_subscribe(service.url(""), room_id)
         want = {"total": 7, "rtmp": 3, "flv": 2, "hls": 1, "webrtc": 1}
         assert await asyncio.to_thread(wait_until, lambda: (stream_stat(service, staff, room) or {}).get(
@@ -134,6 +151,8 @@ async def test_stat_and_metrics_count_every_viewer_and_staff_drop_one_then_the_p
         assert await asyncio.to_thread(wait_until, lambda: all(p.poll() is not None for p in players[:5]), 10), \
             [p.poll() for p in players]
         assert session_of(service, room)[1] == "dropped_by_staff"
+        for player, name in zip(players[:5], names[:5], strict=True):
+            assert_played_cleanly(player, name)
         assert await asyncio.to_thread(wait_until, lambda: pc.connectionState in ("closed", "failed") or
                                        stream_stat(service, staff, room) is None, 10)
     finally:

@@ -52,6 +52,7 @@ async def test_killed_subscriber_is_freed(service, room):
         for collector in stayers:
             rate = collector.rate(killed_at)
             assert rate > 24, f"a remaining subscriber fell to {rate:.1f} fps"
+            assert collector.missing(3000, since=killed_at) == 0, "a remaining subscriber lost pictures"
     finally:
         if victim and victim.poll() is None:
             victim.kill()

@@ -335,3 +335,26 @@ def test_video_starts_at_the_first_packet_that_starts_a_frame():
     assert aiortc_hooks.frame_starts("h264", b"\x7c\x87") and not aiortc_hooks.frame_starts("h264", b"\x7c\x85")
     assert aiortc_hooks.frame_starts("h264", b"\x67\x64") and not aiortc_hooks.frame_starts("h264", b"\x65\x88")
     assert not aiortc_hooks.frame_starts("vp8", b"\x00\x00") and not aiortc_hooks.frame_starts("opus", b"\x10\x00")
+
+
+async def test_later_sender_reports_within_their_jitter_leave_the_timeline_even():
+    """aiortc stamps a report when it sends a frame, after encoding it: reports 0-30 ms off the
+    true mapping must not make pictures jump; a real step is slewed in, never jumped."""
+    source = WebRtcSource(lambda: None)
+    video = source.track("video", "VP8", 90000)
+    stream = Stream("room", MediaConfig())
+    source.attach(stream)
+    ntp = lambda t: int((t + 2208988800) * (1 << 32))  # noqa: E731
+    video.sender_report(ntp(1000.0), 0)
+    dts = []
+    for frame in range(300):  # 10 s at 30 fps, a report every second stamped up to 30 ms late
+        rtp = frame * 3000
+        if frame and frame % 30 == 0:
+            video.sender_report(ntp(1000.0 + frame / 30 + (frame % 90) / 3000), rtp)
+        dts.append(video.clock.dts(rtp))
+    assert {b - a for a, b in zip(dts[:-1], dts[1:], strict=True)} == {3000}  # every picture 1/30 s after the last
+    video.sender_report(ntp(1010.0 + 0.2), 300 * 3000)  # the sender's clock stepped 200 ms
+    steps = [video.clock.dts(rtp) for rtp in range(300 * 3000, 400 * 3000, 3000)]
+    spacing = [b - a for a, b in zip(steps[:-1], steps[1:], strict=True)]
+    assert min(spacing) >= 3000 * 0.9 and max(spacing) <= 3000 * 1.1  # slewed, never a jump
+    assert steps[-1] - dts[-1] == 100 * 3000 + round(0.2 * 90000)  # and followed in the end

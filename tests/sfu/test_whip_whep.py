@@ -5,6 +5,8 @@ import asyncio
 import json
 import time
 
+from tests.support.media import pyav_errors
+
 from .clients import PatternVideo, ToneAudio, http, http_async, whep_subscribe, whip_publish
 
 
@@ -19,17 +21,23 @@ async def test_publish_whip_watch_whep(service, room):
     viewers = []
     try:
         sent = time.monotonic()
-        pc, view_resource, collectors = await whep_subscribe(base, public_id)
-        viewers.append(pc)
-        video = await asyncio.wait_for(collectors["video"], 10)
-        audio = await asyncio.wait_for(collectors["audio"], 10)
-        first = await asyncio.wait_for(video.first, 10)
-        join = first - sent
-        await asyncio.sleep(4)
+        with pyav_errors() as errors:  # aiortc decodes with FFmpeg, through PyAV
+            pc, view_resource, collectors = await whep_subscribe(base, public_id)
+            viewers.append(pc)
+            video = await asyncio.wait_for(collectors["video"], 10)
+            audio = await asyncio.wait_for(collectors["audio"], 10)
+            first = await asyncio.wait_for(video.first, 10)
+            join = first - sent
+            await asyncio.sleep(4)
+        assert errors == [], errors
         assert {(w, h) for _, w, h in video.frames} == {(640, 360)}
         rate = video.rate(first + 1)
         assert rate > 24, f"decoded {rate:.1f} fps of 30"
-        assert len(audio.frames) > 100, "audio frames decoded"
+        # the SFU forwards the publisher's RTP time (3000 ticks a picture, 960 samples a 20 ms Opus
+        # frame): every frame from the first on, none missing, for the 4 s watched, less the last
+        # 200 ms still in flight
+        assert video.missing(3000) == 0 and len(video.frames) >= 4 * 30 - 6, (video.missing(3000), len(video.frames))
+        assert audio.missing(960) == 0 and len(audio.frames) >= 4 * 50 - 10, (audio.missing(960), len(audio.frames))
         assert join < 1.5, f"join took {join:.2f}s"
         status, body = service.get(f"/api/v1/live/{public_id}")
         assert json.loads(body)["data"]["status"] == "live"
@@ -93,12 +101,18 @@ async def test_h264_is_forwarded_to_a_whep_viewer(service, room):
     try:
         pc, view_resource, collectors = await whep_subscribe(base, public_id, kinds=("video",))
         try:
-            video = await asyncio.wait_for(collectors["video"], 10)
-            first = await asyncio.wait_for(video.first, 10)
-            await asyncio.sleep(3)
+            with pyav_errors() as errors:
+                video = await asyncio.wait_for(collectors["video"], 10)
+                first = await asyncio.wait_for(video.first, 10)
+                await asyncio.sleep(3)
+            assert errors == [], errors
             assert "H264" in pc.remoteDescription.sdp and "VP8" not in pc.remoteDescription.sdp
             assert {(w, h) for _, w, h in video.frames} == {(640, 360)}
             assert video.rate(first + 1) > 20
+            # every picture from the first on (3000 ticks apart) for the 3 s watched, less the last
+            # 200 ms still in flight
+            assert video.missing(3000) == 0 and len(video.frames) >= 3 * 30 - 6, \
+                (video.missing(3000), len(video.frames))
         finally:
             await pc.close()
     finally:

@@ -17,6 +17,10 @@ from .procs import require_tool
 
 FPS = 30
 WIDTH, HEIGHT = 640, 360
+AAC_RATE = 44100 / 1024  # AAC frames a second of ffmpeg_publish's 44.1 kHz sine
+# More than a picture's interval (33-34 ms on FLV's millisecond clock; at most 10 % longer on a
+# WebRTC publisher's slewed clock), less than two: the step over one lost picture.
+FRAME_GAP = 1.5 / FPS
 
 
 def ffmpeg_publish(url: str, *, gop: int = FPS, seconds: float | None = None, size: str = f"{WIDTH}x{HEIGHT}",
@@ -62,6 +66,7 @@ class Decoded:
     returncode: int
     stderr: str
     video_pts: list[float] = field(default_factory=list)  # s, of every decoded picture in output order
+    audio_start: float | None = None  # s, the first audio frame's time on the output timeline
 
     @property
     def errors(self) -> list[str]:
@@ -102,12 +107,14 @@ def assert_no_decode_errors(result: subprocess.CompletedProcess, what: object = 
     assert result.returncode == 0 and not decode_errors(stderr), (what, result.returncode, stderr[-1500:])
 
 
-def framemd5_frames(stdout: str) -> tuple[dict[str, int], list[float]]:
-    """({"video": n, "audio": n}, pts in s of each video frame) from ffmpeg's framemd5 output."""
+def framemd5_frames(stdout: str) -> tuple[dict[str, int], list[float], dict[str, float]]:
+    """({"video": n, "audio": n}, pts in s of each video frame, {kind: its first frame's pts in s})
+    from ffmpeg's framemd5 output."""
     kinds: dict[int, str] = {}
     time_bases: dict[int, float] = {}
     counts = {"video": 0, "audio": 0}
     video_pts: list[float] = []
+    starts: dict[str, float] = {}
     for line in stdout.splitlines():
         if line.startswith("#media_type "):
             index, kind = line[len("#media_type "):].split(":")
@@ -121,9 +128,11 @@ def framemd5_frames(stdout: str) -> tuple[dict[str, int], list[float]]:
             index = int(fields[0])
             kind = kinds.get(index, "video" if index == 0 else "audio")
             counts[kind] = counts.get(kind, 0) + 1
+            pts = int(fields[2]) * time_bases.get(index, 1 / 1000)
+            starts.setdefault(kind, pts)
             if kind == "video":
-                video_pts.append(int(fields[2]) * time_bases.get(index, 1 / 1000))
-    return counts, video_pts
+                video_pts.append(pts)
+    return counts, video_pts, starts
 
 
 def ffmpeg_decode(url: str, *, seconds: float | None, timeout: float = 30.0) -> Decoded:
@@ -137,19 +146,34 @@ def ffmpeg_decode(url: str, *, seconds: float | None, timeout: float = 30.0) -> 
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
     )
     elapsed = time.monotonic() - started
-    counts, video_pts = framemd5_frames(result.stdout)
+    counts, video_pts, starts = framemd5_frames(result.stdout)
     first_video_pts = round(video_pts[0] * 1000) if video_pts else None
     return Decoded(counts["video"], counts["audio"], first_video_pts, elapsed, result.returncode, result.stderr,
-                   video_pts)
+                   video_pts, starts.get("audio"))
 
 
-def live_frames(seconds: float, rate: float = FPS, slack: int = 1) -> tuple[int, int]:
-    """What `ffmpeg_decode(live_url, seconds=S)` decodes from a source at `rate` frames a second
-    that loses none: a viewer starts at the GOP-cache keyframe, its timeline starts there at 0, and
-    `-t S` keeps the frames before S, so S * rate of them whenever it joined; `slack` frames either
-    way for the frame that lands on S (millisecond timestamps). Dropping 1 frame a second fails it."""
-    expected = seconds * rate
+def live_frames(seconds: float, rate: float = FPS, *, start: float = 0.0, slack: int = 1) -> tuple[int, int]:
+    """What `-t seconds` keeps of a track at `rate` frames a second that loses none and starts at
+    `start` (s) on the output timeline: the frames in [start, seconds), `slack` either way for the
+    frame on each edge (millisecond timestamps, a cut audio frame). 5 s at 30 fps: 149-151, which
+    a server dropping one frame a second fails."""
+    expected = (seconds - start) * rate
     return math.floor(expected) - slack, math.ceil(expected) + slack
+
+
+def assert_live(decoded: Decoded, seconds: float, *, audio_rate: float | None = AAC_RATE, slack: int = 1,
+                starts_near_zero: bool = True, what: object = "") -> None:
+    """`ffmpeg_decode(live_url, seconds=S)` of a 30 fps source, nothing lost: a viewer starts at the
+    keyframe it joins at (the GOP cache's), which the server puts near 0 on its timeline (within
+    200 ms: the first audio may come before it); `-t S` then keeps every frame from there to S, so
+    the counts are S less that start at each track's rate, and no picture is missing in between.
+    (A live HLS player starts at a segment boundary instead: `starts_near_zero=False`.)"""
+    assert decoded.first_video_pts is not None, (what, decoded)
+    assert not starts_near_zero or decoded.first_video_pts < 200, (what, decoded.first_video_pts)
+    video = live_frames(seconds, start=decoded.first_video_pts / 1000, slack=slack)
+    audio = None if audio_rate is None else live_frames(seconds, audio_rate, start=decoded.audio_start or 0.0,
+                                                          slack=slack)
+    assert_clean(decoded, video=video, audio=audio, max_gap=FRAME_GAP, what=what)
 
 
 @contextlib.contextmanager
