@@ -133,6 +133,7 @@ def test_disk_holds_one_playlist_of_segments_after_five_minutes(service, room):
         stop(publisher)
     listed = segments(playlist_text(service, room))
     assert sum(duration for duration, _ in listed) <= 60 + TARGET
-    # the playlist length worth of segments, plus one (the segment being written)
-    assert most <= 60 / TARGET + 1, most
+    # the playlist length worth of segments, plus the one FFmpeg keeps past it (hls_delete_threshold),
+    # plus, for an instant, a finished segment renamed into place before the oldest is deleted
+    assert most <= 60 / TARGET + 2, most
     assert len(list(directory.glob("*.ts"))) <= 60 / TARGET + 1
