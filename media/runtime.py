@@ -138,6 +138,7 @@ class MediaPlane:
         trimmed = loop.time()
         while True:
             await self.loop_lag.sleep(STATS_EVERY)
+            self.rtmp.tick_merged_reads(loop.time())
             if trim_every > 0 and loop.time() - trimmed >= trim_every:
                 trimmed = loop.time()
                 loop.run_in_executor(None, release_free_memory)  # a few ms: off the loop

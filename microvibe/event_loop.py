@@ -20,4 +20,28 @@ def install() -> str:
     except ImportError:
         return "asyncio"
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    _twisted_timers_not_early()
     return "uvloop"
+
+
+def _twisted_timers_not_early() -> None:
+    """Make Twisted's asyncio reactor schedule its timer 1 ms after its next call is due.
+
+    uvloop's timers count whole milliseconds and run a call due in less than one at once. The
+    reactor then finds nothing due yet and schedules again: about 20 idle turns of the loop before
+    each of Daphne's timers (a few a second), about 19 loop turns a second in all. `timeout()`
+    is what both its rescheduling and `callLater` add to the loop's time.
+    """
+    from twisted.internet import asyncioreactor
+
+    reactor_class = asyncioreactor.AsyncioSelectorReactor
+    if getattr(reactor_class, "_microvibe_not_early", False):
+        return
+    exact = reactor_class.timeout
+
+    def timeout(self) -> float | None:
+        due = exact(self)
+        return None if due is None else due + 0.001
+
+    reactor_class.timeout = timeout
+    reactor_class._microvibe_not_early = True

@@ -286,7 +286,7 @@ class RtmpConnection(asyncio.Protocol):
             description=f"{public_id} is now published.",
         ))
         self._merged = MergedRead(self.transport.get_extra_info("socket"),  # type: ignore[union-attr]
-                                  self.config.rtmp_merged_read_ms, asyncio.get_running_loop())
+                                  self.config.rtmp_merged_read_ms, asyncio.get_running_loop().time())
         self._arm_idle()
 
     def _arm_idle(self) -> None:
@@ -446,6 +446,10 @@ class RtmpConnection(asyncio.Protocol):
         if self.player is not None:
             self._stop_playing()
         self._viewer_session_end()
+
+    def tick_merged_read(self, now: float) -> None:
+        if self._merged is not None:
+            self._merged.tick(now)
 
     def _merge_off(self) -> None:
         if self._merged is not None:

@@ -47,6 +47,11 @@ class RtmpServer:
     def players(self) -> int:
         return sum(1 for c in self.connections if c.player is not None)
 
+    def tick_merged_reads(self, now: float) -> None:
+        """Once a second (the media plane's stats tick): each publisher's merged-read mark."""
+        for conn in self.connections:
+            conn.tick_merged_read(now)
+
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self.tasks.add(task)

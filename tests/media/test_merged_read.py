@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from media import merged_read
+from media import runtime
 from media.config import MediaConfig
 from media.merged_read import MAX_LOWAT, MergedRead
 from media.runtime import start_media_plane
@@ -36,30 +36,36 @@ def lowat(sock: socket.socket) -> int:
     return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)
 
 
-def ticked(merged: MergedRead, *windows: int) -> list[int]:
-    """The mark after each window in which the connection read that many bytes."""
+def ticked(merged: MergedRead, *windows: int, seconds: float = 1.0) -> list[int]:
+    """The mark after each window (of `seconds`) in which the connection read that many bytes."""
     marks = []
     for nbytes in windows:
         merged.bytes = nbytes
-        merged._tick()
+        merged.tick(merged._since + seconds)
         marks.append(merged.lowat)
     return marks
 
 
 def test_the_mark_is_merge_ms_of_the_lower_of_the_last_two_seconds(pair):
     _, receiver = pair
-    loop = asyncio.new_event_loop()
-    try:
-        merged = MergedRead(receiver, 40, loop)
-        # 325 KB/s (2.6 Mbit/s) -> 13 KB; a keyframe's second (500 KB) does not raise it; a quiet
-        # second lowers it at once; more than MAX_LOWAT's rate is capped.
-        assert ticked(merged, 325_000, 325_000, 500_000, 325_000, 20_000, 10**8, 10**8) == [
-            1, 13_000, 13_000, 13_000, 800, 800, MAX_LOWAT]
-        assert lowat(receiver) == MAX_LOWAT
-        merged.close()
-        assert lowat(receiver) == 1 and merged._timer is None
-    finally:
-        loop.close()
+    merged = MergedRead(receiver, 40, 0.0)
+    # 325 KB/s (2.6 Mbit/s) -> 13 KB; a keyframe's second (500 KB) does not raise it; a quiet
+    # second lowers it at once; more than MAX_LOWAT's rate is capped.
+    assert ticked(merged, 325_000, 325_000, 500_000, 325_000, 20_000, 10**8, 10**8) == [
+        1, 13_000, 13_000, 13_000, 800, 800, MAX_LOWAT]
+    assert lowat(receiver) == MAX_LOWAT
+    merged.close()
+    assert lowat(receiver) == 1
+
+
+def test_the_rate_is_over_the_time_since_the_last_tick(pair):
+    """The stats tick that drives the windows may run late (a busy loop): bytes per second, not per tick."""
+    _, receiver = pair
+    merged = MergedRead(receiver, 40, 0.0)
+    assert ticked(merged, 650_000, 650_000, seconds=2.0) == [1, 13_000]
+    merged.tick(merged._since)  # no time passed: nothing measured
+    assert merged.lowat == 13_000
+    merged.close()
 
 
 def test_the_kernel_holds_the_wakeup_until_the_mark_is_queued_or_the_peer_closes(pair):
@@ -78,9 +84,8 @@ def test_the_kernel_holds_the_wakeup_until_the_mark_is_queued_or_the_peer_closes
 
 def test_a_stream_that_goes_quiet_is_read_within_a_window(pair):
     sender, receiver = pair
-    loop = asyncio.new_event_loop()
+    merged = MergedRead(receiver, 40, 0.0)
     try:
-        merged = MergedRead(receiver, 40, loop)
         ticked(merged, 325_000, 325_000)
         sender.sendall(b"a command")  # below the 13 KB mark: held
         assert not readable(receiver, 0.05)
@@ -88,25 +93,21 @@ def test_a_stream_that_goes_quiet_is_read_within_a_window(pair):
         assert merged.lowat == 1 and readable(receiver)
     finally:
         merged.close()
-        loop.close()
 
 
 def test_merged_reads_off_or_without_a_socket_set_nothing(pair):
     _, receiver = pair
-    loop = asyncio.new_event_loop()
-    try:
-        for merged in (MergedRead(receiver, 0, loop), MergedRead(None, 40, loop)):
-            assert merged._timer is None
-            merged.close()
-        assert lowat(receiver) == 1
-    finally:
-        loop.close()
+    for merged in (MergedRead(receiver, 0, 0.0), MergedRead(None, 40, 0.0)):
+        ticked(merged, 325_000, 325_000)
+        assert merged.lowat == 1
+        merged.close()
+    assert lowat(receiver) == 1
 
 
 async def test_a_publisher_that_stops_media_gets_its_command_answered(monkeypatch):
     """Over the RTMP server: media for several windows raises the mark above a command's size; then
     deleteStream and a createStream waiting for its _result on the same connection get answered."""
-    monkeypatch.setattr(merged_read, "WINDOW", 0.2)
+    monkeypatch.setattr(runtime, "STATS_EVERY", 0.2)  # the tick that ends each window
     control = FakeControl()
     plane = await start_media_plane(MediaConfig(bind="127.0.0.1", rtmp_port=0, http_port=0), control.plane())
     try:
