@@ -55,6 +55,7 @@ class MediaConfig:
     rtmp_max_message_size: int = 8 << 20
     rtmp_handshake_timeout: float = 10.0
     memory_trim_every: float = 60.0  # s between giving freed heap pages back (media/memory.py); 0: never
+    malloc_mmap_threshold: int = 128 << 10  # bytes: larger blocks are mapped on their own (media/memory.py)
     rtmp_merged_read_ms: float = 40.0  # a publisher's reads wait for this much of its bytes (media/merged_read.py)
     # Media HTTP server: request head limit (bytes) and read timeout (s).
     http_max_header: int = 16 << 10
@@ -115,6 +116,7 @@ class MediaConfig:
             rtmp_handshake_timeout=_float(env, "RTMP_HANDSHAKE_TIMEOUT", d.rtmp_handshake_timeout),
             rtmp_merged_read_ms=_float(env, "RTMP_MERGED_READ_MS", d.rtmp_merged_read_ms),
             memory_trim_every=_float(env, "MEMORY_TRIM_EVERY", d.memory_trim_every),
+            malloc_mmap_threshold=_int(env, "MALLOC_MMAP_THRESHOLD", d.malloc_mmap_threshold),
             http_max_header=_int(env, "MEDIA_HTTP_MAX_HEADER", d.http_max_header),
             http_header_timeout=_float(env, "MEDIA_HTTP_HEADER_TIMEOUT", d.http_header_timeout),
             hls_enabled=env.get("HLS_ENABLED", "1").strip().lower() not in ("0", "false", "no", "off"),

@@ -23,7 +23,7 @@ from .hls.segmenter import HlsOptions
 from .http_server import MediaHttpServer
 from .hub.registry import StreamRegistry
 from .hub.stream import Stream
-from .memory import release_free_memory
+from .memory import fix_mmap_threshold, release_free_memory
 from .metrics import LoopLag, MediaCollector, MetricsRoute
 from .record.from_hub import RecorderService
 from .stats import StreamRates, node_stat
@@ -274,6 +274,7 @@ async def start_media_plane(
     other sources in the process (the WebRTC SFU): one stream per room, whatever publishes it.
     """
     config = config or MediaConfig.from_env()
+    fix_mmap_threshold(config.malloc_mmap_threshold)  # for the process: see media/memory.py
     control = control or ControlPlane.from_live()
     registry = registry if registry is not None else StreamRegistry(config)
     registry.viewers.authorize, registry.viewers.ended = control.play_started, control.play_ended
