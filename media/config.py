@@ -73,6 +73,11 @@ class MediaConfig:
     # hls_demand_idle s without a playlist request; a first request waits up to hls_demand_wait s.
     hls_demand_idle: float = 30.0
     hls_demand_wait: float = 10.0
+    # Low-Latency HLS (media/hls/ll_from_hub.py): CMAF parts of at most llhls_part s, segments cut
+    # on the first keyframe at or after llhls_segment s, kept in memory and served on /hls/{id}/ll.m3u8.
+    llhls_enabled: bool = False  # off by default until it has its browser test (issue 19)
+    llhls_part: float = 0.2
+    llhls_segment: float = 1.0
     # A source that makes keyframes only when asked (WebRTC) is asked for one this long (s) after
     # its last while readers that cut on keyframes (HLS, FLV/RTMP joiners) follow it; 0: only when
     # a reader asks. Defaults to HLS_FRAGMENT, so HLS cuts at each.
@@ -127,6 +132,9 @@ class MediaConfig:
             hls_cleanup_after=_float(env, "HLS_CLEANUP_AFTER", d.hls_cleanup_after),
             hls_demand_idle=_float(env, "HLS_DEMAND_IDLE", d.hls_demand_idle),
             hls_demand_wait=_float(env, "HLS_DEMAND_WAIT", d.hls_demand_wait),
+            llhls_enabled=env.get("LLHLS_ENABLED", "0").strip().lower() not in ("0", "false", "no", "off"),
+            llhls_part=_float(env, "LLHLS_PART", d.llhls_part),
+            llhls_segment=_float(env, "LLHLS_SEGMENT", d.llhls_segment),
             source_keyframe_every=_float(env, "SOURCE_KEYFRAME_EVERY",
                                          _float(env, "HLS_FRAGMENT", d.hls_fragment)),
             transcode_max=_int(env, "TRANSCODE_MAX", -1) if env.get("TRANSCODE_MAX", "").strip() else None,

@@ -18,6 +18,8 @@ from .config import MediaConfig
 from .control import ControlPlane
 from .hls.files import HlsFiles
 from .hls.from_hub import HlsConfig, HlsService
+from .hls.ll_from_hub import LlHlsConfig, LowLatencyService
+from .hls.ll_playlist import LowLatencyOptions
 from .hls.players import HlsPlayers
 from .hls.segmenter import HlsOptions
 from .http_server import MediaHttpServer
@@ -108,6 +110,7 @@ class MediaPlane:
     rtmp: RtmpServer
     http: MediaHttpServer
     hls: HlsService | None = None
+    llhls: LowLatencyService | None = None
     recorder: RecorderService | None = None
     rtmp_port: int = 0
     http_port: int = 0
@@ -220,12 +223,27 @@ class MediaPlane:
         self.registry.close_all("error")
         if self.hls is not None:
             await self.hls.stop()
+        if self.llhls is not None:
+            await self.llhls.stop()
         await self.http.stop()
         log.info("media plane stopped")
 
 
-def _start_hls(config: MediaConfig, registry: StreamRegistry, http: MediaHttpServer) -> HlsService | None:
+def _start_llhls(config: MediaConfig, registry: StreamRegistry) -> LowLatencyService | None:
+    if not config.llhls_enabled:
+        return None
+    llhls = LowLatencyService(LlHlsConfig(LowLatencyOptions(config.llhls_part, config.llhls_segment),
+                                          keep_after_end=config.hls_cleanup_after))
+    registry.on_start.append(llhls.stream_started)
+    return llhls
+
+
+def _start_hls(config: MediaConfig, registry: StreamRegistry, http: MediaHttpServer,
+               llhls: LowLatencyService | None = None) -> HlsService | None:
+    """MPEG-TS HLS; LL-HLS names under /hls/{id}/ go to `llhls` first (media/hls/ll_from_hub.py)."""
     if not config.hls_enabled:
+        if llhls is not None:
+            http.add_route("/hls/", llhls.route(None))
         return None
     root = Path(config.hls_path).resolve()
     hls = HlsService(HlsConfig(root=root, options=HlsOptions(config.hls_fragment, config.hls_playlist_length),
@@ -236,8 +254,8 @@ def _start_hls(config: MediaConfig, registry: StreamRegistry, http: MediaHttpSer
     registry.on_start.append(hls.stream_started)
     players = HlsPlayers(registry.viewers, idle=max(10.0, 4 * config.hls_fragment))
     hls.players = players
-    http.add_route("/hls/", HlsFiles(root, hls.demand, players, lambda public_id: public_id in registry,
-                                     http.holder_of).handle)
+    files = HlsFiles(root, hls.demand, players, lambda public_id: public_id in registry, http.holder_of).handle
+    http.add_route("/hls/", files if llhls is None else llhls.route(files))
     return hls
 
 
@@ -280,8 +298,9 @@ async def start_media_plane(
     registry.viewers.authorize, registry.viewers.ended = control.play_started, control.play_ended
     rtmp = RtmpServer(config, registry, control)
     http = MediaHttpServer(config, registry, control)
-    plane = MediaPlane(config, control, registry, rtmp, http, hls=_start_hls(config, registry, http),
-                       recorder=_start_recorder(config, registry, control))
+    llhls = _start_llhls(config, registry)
+    plane = MediaPlane(config, control, registry, rtmp, http, hls=_start_hls(config, registry, http, llhls),
+                       llhls=llhls, recorder=_start_recorder(config, registry, control))
     try:
         plane.rtmp_port = await rtmp.start(config.bind, config.rtmp_port)
         plane.http_port = await http.start(config.bind, config.http_port)
