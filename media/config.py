@@ -56,7 +56,7 @@ class MediaConfig:
     rtmp_handshake_timeout: float = 10.0
     memory_trim_every: float = 60.0  # s between giving freed heap pages back (media/memory.py); 0: never
     malloc_mmap_threshold: int = 128 << 10  # bytes: larger blocks are mapped on their own (media/memory.py)
-    rtmp_merged_read_ms: float = 40.0  # a publisher's reads wait for this much of its bytes (media/merged_read.py)
+    rtmp_merged_read_ms: float = 60.0  # a publisher's reads wait for this much of its bytes (media/merged_read.py)
     # Media HTTP server: request head limit (bytes) and read timeout (s).
     http_max_header: int = 16 << 10
     http_header_timeout: float = 10.0
