@@ -77,7 +77,8 @@ def latest_section(results: list[dict], machine: dict, settings: dict) -> str:
     parts = [
         f"Run {m['date_utc']} at commit {m['git_commit']}: {m['nproc']} cores ({m['cpu_model']}), "
         f"Linux {m['kernel']}, Python {m['python']}, {m['nginx']} + nginx-rtmp (Debian libnginx-mod-rtmp). "
-        f"Each case: {settings['warmup']:g} s warm-up, {settings['seconds']:g} s measured; "
+        f"Each case: {settings['warmup']:g} s warm-up, {settings['seconds']:g} s measured "
+        f"(ingest: {settings.get('ingest_seconds', settings['seconds']):g} s, a small figure against the 10 ms tick); "
         f"at most {settings['readers_per_proc']} readers per client process; "
         f"HLS muxing {'on' if settings['hls'] else 'off'} in both servers.",
         "",
