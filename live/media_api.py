@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
@@ -54,6 +55,7 @@ class PublishGrant:
     public_id: str
     session_id: int
     recording: bool
+    resumed: bool = False  # the publish continues a held stream's session (reconnect grace)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +70,16 @@ class _LiveRoom:
 _live: dict[str, _LiveRoom] = {}  # public id -> the live room, while its session is open
 
 
-def _publish_start(stream_key: str, protocol: str, expected_public_id: str | None, client_addr: str) -> PublishGrant:
+def _publish_start(stream_key: str, protocol: str, expected_public_id: str | None, client_addr: str,
+                   resumable: Mapping[str, int] | None = None) -> PublishGrant:
     session = services.publish_start(stream_key=stream_key, protocol=protocol, client_addr=client_addr,
-                                     expected_public_id=expected_public_id, node=settings.MEDIA_NODE_ID)
+                                     expected_public_id=expected_public_id, node=settings.MEDIA_NODE_ID,
+                                     resumable=resumable)
     room = session.room
     _live[room.public_id] = _LiveRoom(room.pk, session.pk, dict(room.hooks))
+    resumed = bool(resumable) and resumable.get(room.public_id) == session.pk
     return PublishGrant(room_id=room.pk, public_id=room.public_id, session_id=session.pk,
-                        recording=room.recording)
+                        recording=room.recording, resumed=resumed)
 
 
 def _publish_claim(room, protocol: str) -> None:
@@ -92,19 +97,24 @@ def _publish_claim(room, protocol: str) -> None:
         raise PublishRefused("already_live", f"room {room.public_id} is live on node {holder}")
 
 
-def _publish_check(stream_key: str, expected_public_id: str | None, protocol: str):
-    room = services.publish_check(stream_key=stream_key, expected_public_id=expected_public_id)
+def _publish_check(stream_key: str, expected_public_id: str | None, protocol: str,
+                   resumable: Mapping[str, int] | None = None):
+    room = services.publish_check(stream_key=stream_key, expected_public_id=expected_public_id, resumable=resumable)
     _publish_claim(room, protocol)
     return room
 
 
 async def publish_authorize(*, stream_key: str, protocol: str, expected_public_id: str | None = None,
-                            client_addr: str = "") -> PublishGrant:
+                            client_addr: str = "", resumable: Mapping[str, int] | None = None) -> PublishGrant:
     """Check a stream key, claim the room for this node, ask the on_publish hook when one is set,
     and open the live session; raises PublishRefused (reason "bad_key", "wrong_room" when
     `expected_public_id` is given and the key is another room's, "already_live" (here or on
-    another node), "wrong_node" (the allocation callback chose another node), "hook_refused")."""
-    room = await sync_to_async(_publish_check)(stream_key, expected_public_id, protocol)
+    another node), "wrong_node" (the allocation callback chose another node), "hook_refused").
+
+    `resumable` (public id -> session id) names the sessions whose stream this node holds open for
+    a publisher that dropped: a publish to one of those rooms continues its session (the grant
+    says `resumed`) instead of being refused as already live."""
+    room = await sync_to_async(_publish_check)(stream_key, expected_public_id, protocol, resumable)
     try:
         if url := hooks.hook_url("on_publish", room.hooks):
             body = hooks.payload("on_publish", room_id=room.public_id, session_id=None, protocol=protocol,
@@ -114,9 +124,10 @@ async def publish_authorize(*, stream_key: str, protocol: str, expected_public_i
             except hooks.HookRefused as refused:
                 log.info("%s %s: publish to %s refused: %s", protocol, client_addr, room.public_id, refused)
                 raise PublishRefused("hook_refused", str(refused)) from None
-        return await sync_to_async(_publish_start)(stream_key, protocol, room.public_id, client_addr)
+        return await sync_to_async(_publish_start)(stream_key, protocol, room.public_id, client_addr, resumable)
     except BaseException:
-        await sync_to_async(nodes.release)(room.public_id, settings.MEDIA_NODE_ID)
+        if not (resumable and room.public_id in resumable):  # a held stream keeps its claim
+            await sync_to_async(nodes.release)(room.public_id, settings.MEDIA_NODE_ID)
         raise
 
 

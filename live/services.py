@@ -3,7 +3,7 @@ the REST API, admin, Celery tasks, and the media plane (through `live.media_api`
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -119,27 +119,41 @@ def room_delete(*, room: Room) -> None:
     room.delete()
 
 
-def publish_check(*, stream_key: str, expected_public_id: str | None = None) -> Room:
+def publish_check(*, stream_key: str, expected_public_id: str | None = None,
+                  resumable: Mapping[str, int] | None = None) -> Room:
     """The room a publish with this key is for, or PublishRefused. WHIP names the room in its URL
-    (`expected_public_id`): a key of another room is refused before anything opens."""
+    (`expected_public_id`): a key of another room is refused before anything opens. A live room
+    is refused unless its open session is in `resumable` (public id -> session id: the streams a
+    media node holds open for a publisher that dropped, see media/hub/registry.py)."""
     room = room_get_by_stream_key(stream_key=stream_key)
     if room is None:
         raise PublishRefused("bad_key", f"unknown or rotated stream key {stream_key_log_id(stream_key)}")
     if expected_public_id is not None and room.public_id != expected_public_id:
         raise PublishRefused("wrong_room", f"stream key {stream_key_log_id(stream_key)} is not for this room")
-    if room.is_live or session_get_open(room=room) is not None:
-        raise PublishRefused("already_live", f"room {room.public_id} already has a publisher")
+    _live_check(room, resumable)
     return room
+
+
+def _live_check(room: Room, resumable: Mapping[str, int] | None) -> LiveSession | None:
+    """The open session a publish continues (None: a new one), or PublishRefused("already_live")."""
+    session = session_get_open(room=room)
+    if session is not None and resumable and resumable.get(room.public_id) == session.pk:
+        return session
+    if room.is_live or session is not None:
+        raise PublishRefused("already_live", f"room {room.public_id} already has a publisher")
+    return None
 
 
 @transaction.atomic
 def publish_start(*, stream_key: str, protocol: str, expected_public_id: str | None = None,
-                  client_addr: str = "", node: str = "") -> LiveSession:
-    """Authorize a publish by stream key and open its live session (see `publish_check`)."""
-    room = publish_check(stream_key=stream_key, expected_public_id=expected_public_id)
+                  client_addr: str = "", node: str = "", resumable: Mapping[str, int] | None = None) -> LiveSession:
+    """Authorize a publish by stream key and open its live session (see `publish_check`), or
+    return the open session it continues (a reconnect within the grace: no new session, no
+    second "live" event)."""
+    room = publish_check(stream_key=stream_key, expected_public_id=expected_public_id, resumable=resumable)
     room = Room.objects.select_for_update().get(pk=room.pk)
-    if room.is_live or session_get_open(room=room) is not None:
-        raise PublishRefused("already_live", f"room {room.public_id} already has a publisher")
+    if (continued := _live_check(room, resumable)) is not None:
+        return continued
     session = LiveSession.objects.create(room=room, protocol=protocol, client_addr=client_addr[:64], node=node[:64])
     room.status = RoomStatus.LIVE
     room.save(update_fields=["status", "updated_at"])

@@ -252,6 +252,7 @@ def _start_hls(config: MediaConfig, registry: StreamRegistry, http: MediaHttpSer
     if removed := hls.remove_stale():
         log.info("hls: removed %d stale file(s) from %s", removed, root)
     registry.on_start.append(hls.stream_started)
+    registry.on_resume.append(hls.stream_resumed)
     players = HlsPlayers(registry.viewers, idle=max(10.0, 4 * config.hls_fragment))
     hls.players = players
     files = HlsFiles(root, hls.demand, players, lambda public_id: public_id in registry, http.holder_of).handle

@@ -84,6 +84,7 @@ class RtmpConnection(asyncio.Protocol):
         self.stream: Stream | None = None
         self.publish_stream_id = 0
         self.grant = None
+        self._bytes_before = 0  # received by the earlier publishes of a session this one resumed
         self.media_dropped = 0
         self.to_hub = RtmpToHub()
         # player
@@ -253,9 +254,14 @@ class RtmpConnection(asyncio.Protocol):
 
     async def _authorize_publish(self, key: str, stream_id: int) -> None:
         control = self.server.control
+        registry = self.server.registry
+        # A room whose stream waits for its publisher (reconnect grace) may be published again.
+        held = registry.held_sessions()
+        resumable = {"resumable": held} if held else {}
         try:
             try:
-                grant = await control.publish_authorize(stream_key=key, protocol="rtmp", client_addr=self.peer)
+                grant = await control.publish_authorize(stream_key=key, protocol="rtmp", client_addr=self.peer,
+                                                        **resumable)
             except control.publish_refused as e:
                 reason = getattr(e, "reason", "refused")
                 self._refuse_publish(stream_id, key, reason, f"{reason}: {getattr(e, 'message', e)}"
@@ -269,18 +275,30 @@ class RtmpConnection(asyncio.Protocol):
             self._busy = None
         self.grant = grant
         public_id = grant.public_id
+        resumed = getattr(grant, "resumed", False)
         if self.closed or not self.publishing:
-            # The publisher left while we were authorizing: the session opened must end.
             log.info("rtmp %s: publisher %s left during authorization", self.peer, public_id)
-            self.server.report_end(grant.session_id, PUBLISHER_LEFT, self.codec.bytes_received, 0)
+            if not resumed:  # the session opened must end (a resumed one is still the held stream's)
+                self.server.report_end(grant.session_id, PUBLISHER_LEFT, self.codec.bytes_received, 0)
             return
-        try:
-            self.stream = self.server.registry.start(public_id, publisher=self, protocol="rtmp", client_addr=self.peer)
-        except StreamAlreadyLive:
-            self.server.report_end(grant.session_id, ERROR, self.codec.bytes_received, 0)
-            self._refuse_publish(stream_id, key, "already_live", f"already_live: {public_id} already has a publisher")
-            return
-        log.info("rtmp %s: publishing %s (session %s)", self.peer, public_id, grant.session_id)
+        if resumed:
+            held = registry.resume(public_id, grant.session_id, self, protocol="rtmp", client_addr=self.peer)
+            if held is None:  # its grace ended (and so its session) while this publish was authorized
+                self._refuse_publish(stream_id, key, "grace_over",
+                                     f"grace_over: the stream of {public_id} ended meanwhile; publish again")
+                return
+            self.stream = held.stream
+            self._bytes_before = held.bytes_received
+        else:
+            try:
+                self.stream = registry.start(public_id, publisher=self, protocol="rtmp", client_addr=self.peer)
+            except StreamAlreadyLive:
+                self.server.report_end(grant.session_id, ERROR, self.codec.bytes_received, 0)
+                self._refuse_publish(stream_id, key, "already_live",
+                                     f"already_live: {public_id} already has a publisher")
+                return
+        log.info("rtmp %s: publishing %s (session %s%s)", self.peer, public_id, grant.session_id,
+                 ", resumed" if resumed else "")
         self.transport.write(self.codec.on_status(  # type: ignore[union-attr]
             stream_id, level="status", code="NetStream.Publish.Start",
             description=f"{public_id} is now published.",
@@ -301,13 +319,17 @@ class RtmpConnection(asyncio.Protocol):
         idle = asyncio.get_running_loop().time() - self._last_data
         if idle > self.server.idle_timeout:
             log.info("rtmp %s: publisher idle for %.0f s, closing", self.peer, idle)
-            self._end_publish(ERROR)
+            self._end_publish(ERROR, grace=True)
             self.abort("idle")
             return
         self._arm_idle()
 
-    def _end_publish(self, reason: str) -> None:
-        """The publish is over (left, dropped, error): close the stream, report the end once."""
+    def _end_publish(self, reason: str, *, grace: bool = False) -> None:
+        """The publish is over (left, dropped, error): close the stream, report the end once.
+
+        With ``grace`` (the connection was lost, no unpublish) the stream may instead be held for
+        a reconnect; the registry reports the session's end if nobody comes back.
+        """
         if not self.publishing:
             return
         self.publishing = False
@@ -316,12 +338,27 @@ class RtmpConnection(asyncio.Protocol):
         if stream is None:
             return  # still authorizing: _authorize_publish reports the end
         grant = self.grant
-        self.server.registry.end(grant.public_id, reason, stream=stream)
+        received = self._bytes_before + self.codec.bytes_received
+        registry = self.server.registry
+        if grace and registry.hold(grant.public_id, stream, reason, session_id=grant.session_id,
+                                   bytes_received=received, end_session=self._session_ender(stream)):
+            log.info("rtmp %s: %s lost its publisher, %d bytes in", self.peer, grant.public_id, received)
+            return
+        registry.end(grant.public_id, reason, stream=stream)
         log.info(
             "rtmp %s: %s ended (%s), %d bytes in, peak %d viewers",
-            self.peer, grant.public_id, reason, self.codec.bytes_received, stream.peak_viewers,
+            self.peer, grant.public_id, reason, received, stream.peak_viewers,
         )
-        self.server.report_end(grant.session_id, reason, self.codec.bytes_received, stream.peak_viewers)
+        self.server.report_end(grant.session_id, reason, received, stream.peak_viewers)
+
+    def _session_ender(self, stream: Stream):
+        """What ends a held stream's session (after the grace, or a staff drop during it)."""
+        server, session_id = self.server, self.grant.session_id
+
+        def end_session(reason: str, received: int) -> None:
+            server.report_end(session_id, normalize_end_reason(reason), received, stream.peak_viewers)
+
+        return end_session
 
     def drop(self, reason: str) -> None:
         """Staff action (registry's MediaControl): close this publisher now."""
@@ -440,9 +477,9 @@ class RtmpConnection(asyncio.Protocol):
             self.abort("setup timeout")
 
     def _on_gone(self) -> None:
-        """The peer closed (EOF) or the socket died."""
+        """The peer closed (EOF) or the socket died: no unpublish, so a reconnect may continue."""
         if self.publishing:
-            self._end_publish(PUBLISHER_LEFT)
+            self._end_publish(PUBLISHER_LEFT, grace=True)
         if self.player is not None:
             self._stop_playing()
         self._viewer_session_end()

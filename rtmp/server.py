@@ -88,6 +88,8 @@ class RtmpServer:
                 conn.drop(reason)
             else:
                 conn.abort("server stopping")
+        for public_id in list(self.registry.held_sessions()):  # nobody will reconnect to a stopped server
+            self.registry.end(public_id, reason)
         deadline = asyncio.get_running_loop().time() + timeout
         while (self.connections or self.tasks) and asyncio.get_running_loop().time() < deadline:
             if self.tasks:

@@ -29,7 +29,7 @@ def _fast_password_hashing():
 @pytest.fixture
 async def plane_and_control(request):
     control = FakeControl(**getattr(request, "param", {}))
-    config = MediaConfig(bind="127.0.0.1", rtmp_port=0, http_port=0, rtmp_handshake_timeout=5.0)
+    config = MediaConfig(bind="127.0.0.1", rtmp_port=0, http_port=0, rtmp_handshake_timeout=5.0, publish_grace=0.0)
     plane = await start_media_plane(config, control.plane())
     yield plane, control
     await plane.stop()

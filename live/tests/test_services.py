@@ -51,6 +51,22 @@ async def test_bad_key_and_second_publisher_are_refused(room_and_key):
     assert second.value.reason == "already_live"
 
 
+async def test_a_publish_to_a_held_stream_continues_its_session(room_and_key):
+    """Reconnect grace: the node names the sessions whose stream it holds open; a publish to that
+    room continues the session (no second session), any other stays refused as already live."""
+    room, key = room_and_key
+    grant = await media_api.publish_authorize(stream_key=key, protocol="rtmp")
+    with pytest.raises(media_api.PublishRefused) as other:
+        await media_api.publish_authorize(stream_key=key, protocol="rtmp",
+                                          resumable={room.public_id: grant.session_id + 1})
+    assert other.value.reason == "already_live"
+    again = await media_api.publish_authorize(stream_key=key, protocol="rtmp", client_addr="127.0.0.1:9",
+                                              resumable={room.public_id: grant.session_id})
+    assert again.resumed and again.session_id == grant.session_id and not grant.resumed
+    assert await LiveSession.objects.filter(room=room).acount() == 1
+    assert (await Room.objects.aget(pk=room.pk)).status == RoomStatus.LIVE
+
+
 async def test_publish_ended_records_reason_and_stats_once(room_and_key):
     room, key = room_and_key
     grant = await media_api.publish_authorize(stream_key=key, protocol="rtmp")

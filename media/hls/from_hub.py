@@ -132,6 +132,28 @@ class HlsService:
             del self._on_demand[ended]
         asyncio.get_running_loop().create_task(self._follow(stream), name=f"hls-follow-{public_id}")
 
+    def stream_resumed(self, stream: Stream) -> None:
+        """A held stream's publisher is back (media/hub/registry.py): the segmenter restarts on the
+        new publish's sequence headers and appends to the playlist after an EXT-X-DISCONTINUITY
+        (its codec parameters may differ), as a reconnect after the stream ended does."""
+        writer = self._writer_of.get(stream.public_id)
+        if writer is None or writer.stream is not stream:
+            return  # on demand (a rendition's writer follows its own stream), or not segmented
+        writer.stop()  # now, before the new publish's first unit reaches its reader
+        task = self._writers.get(stream.public_id)
+        asyncio.get_running_loop().create_task(self._restart(writer, task), name=f"hls-resume-{stream.public_id}")
+
+    async def _restart(self, writer: HlsWriter, task: asyncio.Task | None) -> None:
+        public_id = writer.stream.public_id
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        if writer.stream.closed or public_id in self._writers:
+            return
+        try:
+            self._start_writer(writer.stream)
+        except WorkersFull as exc:
+            log.warning("hls %s: not segmented after the reconnect: %s", public_id, exc)
+
     async def _follow(self, stream: Stream) -> None:
         """Segment the stream from the start, or on demand when it needs a transcode for HLS."""
         await stream.tracks_known.wait()

@@ -3,13 +3,20 @@
 It is also the media plane's ``MediaControl`` implementation: staff actions (end live, key
 rotation) reach ``drop_publisher``, which closes the publisher's connection at once; the
 publisher's own end path then closes the stream and reports the session end.
+
+Reconnect grace: a source whose connection dropped without an unpublish ``hold``s its stream
+instead of ending it. Viewers and readers stay; the same room publishing again within
+``publish_grace`` s ``resume``s it (same stream, same live session); else the stream ends when
+the grace is over, with the reason the drop had. A staff drop ends a held stream at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from .stream import Stream
@@ -36,6 +43,18 @@ class Publisher(Protocol):
         """Close the publisher now and end its session with ``reason``."""
 
 
+@dataclass(slots=True)
+class Held:
+    """A stream whose publisher dropped, waiting for it: what its session's end needs."""
+
+    stream: Stream
+    reason: str  # the end reason if nobody resumes it
+    session_id: int
+    bytes_received: int  # by the publishes of this session so far
+    end_session: Callable[[str, int], None]  # (reason, bytes_received): report the session's end
+    timer: asyncio.TimerHandle | None = None
+
+
 class StreamRegistry:
     def __init__(self, config: MediaConfig) -> None:
         self.config = config
@@ -43,6 +62,9 @@ class StreamRegistry:
         self._publishers: dict[str, Publisher] = {}
         # Per-stream readers that follow every live stream (the HLS segmenter, recorders).
         self.on_start: list[Callable[[Stream], None]] = []
+        self.on_resume: list[Callable[[Stream], None]] = []  # a held stream's new publisher
+        self._held: dict[str, Held] = {}
+        self.resumed = 0
         self.started = 0
         self.ended = 0
         self.viewers = ViewerSessions()  # every player of every stream here, any protocol
@@ -87,6 +109,11 @@ class StreamRegistry:
             return None
         del self._streams[public_id]
         self._publishers.pop(public_id, None)
+        held = self._held.pop(public_id, None)
+        if held is not None:
+            if held.timer is not None:
+                held.timer.cancel()
+            held.end_session(reason, held.bytes_received)
         self.ended += 1
         self.ended_reasons[reason] += 1
         current.close(reason)
@@ -94,6 +121,59 @@ class StreamRegistry:
         skips, drops = current.slow_counts()
         self.slow_ended = (self.slow_ended[0] + skips, self.slow_ended[1] + drops)
         return current
+
+    # ------------------------------------------------------------- reconnect grace
+
+    def hold(self, public_id: str, stream: Stream, reason: str, *, session_id: int, bytes_received: int,
+             end_session: Callable[[str, int], None]) -> bool:
+        """Keep the stream open for ``publish_grace`` s after its publisher dropped. False (the
+        caller ends it) when the grace is off or the stream is not the registered one."""
+        grace = self.config.publish_grace
+        if grace <= 0 or self._streams.get(public_id) is not stream or stream.closed:
+            return False
+        self._publishers.pop(public_id, None)
+        stream.hold()
+        held = Held(stream, reason, session_id, bytes_received, end_session)
+        held.timer = asyncio.get_running_loop().call_later(grace, self._grace_over, public_id, held)
+        self._held[public_id] = held
+        log.info("stream %s: publisher gone (%s); held %.0f s for a reconnect", public_id, reason, grace)
+        return True
+
+    def _grace_over(self, public_id: str, held: Held) -> None:
+        if self._held.get(public_id) is not held:
+            return
+        held.timer = None
+        log.info("stream %s: no reconnect within %.0f s; ended (%s)", public_id, self.config.publish_grace,
+                 held.reason)
+        self.end(public_id, held.reason, stream=held.stream)
+
+    def held_sessions(self) -> dict[str, int]:
+        """Rooms whose stream waits for its publisher: public id -> live session id."""
+        return {public_id: held.session_id for public_id, held in self._held.items()}
+
+    def resume(self, public_id: str, session_id: int, publisher: Publisher | None = None, *, protocol: str = "",
+               keyframe_source: Callable[[], None] | None = None, client_addr: str = "") -> Held | None:
+        """A new publisher continues the held stream of this session; None when it is not held
+        any more (the grace ended meanwhile, or staff ended it)."""
+        held = self._held.get(public_id)
+        if held is None or held.session_id != session_id or held.stream.closed:
+            return None
+        del self._held[public_id]
+        if held.timer is not None:
+            held.timer.cancel()
+            held.timer = None
+        stream = held.stream
+        stream.resume(protocol=protocol, keyframe_source=keyframe_source, client_addr=client_addr)
+        if publisher is not None:
+            self._publishers[public_id] = publisher
+        self.resumed += 1
+        log.info("stream %s: publisher back (%s), the stream continues", public_id, client_addr or protocol)
+        for listener in self.on_resume:
+            try:
+                listener(stream)
+            except Exception:
+                log.exception("stream %s: a resume listener failed", public_id)
+        return held
 
     def streams(self) -> list[Stream]:
         return list(self._streams.values())

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound="Fanout")
 _KINDS = (VIDEO, AUDIO, DATA)
+_RESUME_STEP = 40 * TICKS_PER_MS  # a resumed publish starts this long after the last unit before the drop
 
 
 class StreamClosed(Exception):
@@ -151,6 +152,13 @@ class Stream:
         self.peak_viewers = 0
         self.flushes = 0
         self.gop_overflows = 0
+        # Reconnect grace (StreamRegistry.hold/resume): the publisher is gone since `held_since`
+        # (wall clock) and its viewers wait; a resumed publish's timestamps are moved by `_shift`
+        # ticks so that every reader sees them continue forward.
+        self.held_since: float | None = None
+        self.resumes = 0
+        self._shift = 0
+        self._shift_pending = False
 
     # ------------------------------------------------------------------ source side
 
@@ -162,6 +170,10 @@ class Stream:
         """
         if self.closed:
             raise StreamClosed(self.public_id)
+        if self._shift_pending:
+            self._shift_to_continue(unit)
+        if self._shift:
+            unit = replace(unit, dts=unit.dts + self._shift, pts=unit.pts + self._shift)
         self.units_in += 1
         self.bytes_in += len(unit.payload)
         kind = unit.kind
@@ -228,6 +240,13 @@ class Stream:
             return
         self._gop_add(entry)
         self._append(entry)
+
+    def _shift_to_continue(self, first: AccessUnit) -> None:
+        """The first unit of a resumed publish (which starts its clock again, at 0 for ffmpeg and
+        OBS): one shift for every kind puts it a frame after the newest unit before the drop."""
+        self._shift_pending = False
+        newest = max(self._last_dts.values(), default=None)
+        self._shift = 0 if newest is None else max(0, newest + _RESUME_STEP - first.dts)
 
     def _gop_add(self, entry: Entry) -> None:
         gop = self.gop
@@ -423,6 +442,30 @@ class Stream:
     @property
     def readers(self) -> tuple[StreamReader, ...]:
         return tuple(self._readers)
+
+    # ------------------------------------------------------------------ reconnect grace
+
+    def hold(self) -> None:
+        """The publisher is gone without an unpublish: keep every viewer and reader, wait."""
+        self.flush()
+        self.held_since = time.time()
+        self.keyframe_source = None
+
+    def resume(self, *, protocol: str, keyframe_source: Callable[[], None] | None = None,
+               client_addr: str = "") -> None:
+        """A new publisher continues a held stream. Joiners wait for its first keyframe (the GOP
+        cache is the old publisher's); its sequence headers reach every viewer as they come."""
+        if self.closed:
+            raise StreamClosed(self.public_id)
+        self.flush()
+        self.gop = None
+        self.gop_bytes = 0
+        self.source_protocol = protocol
+        self.keyframe_source = keyframe_source
+        self.source_addr = client_addr
+        self.held_since = None
+        self._shift_pending = True
+        self.resumes += 1
 
     # ------------------------------------------------------------------ end
 

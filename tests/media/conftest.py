@@ -56,7 +56,7 @@ class Clock:
 
 
 def cfg(**kw) -> MediaConfig:
-    base = dict(hub_tick_ms=20, viewer_max_buffer=1 << 20, viewer_drop_after=5.0)
+    base = dict(hub_tick_ms=20, viewer_max_buffer=1 << 20, viewer_drop_after=5.0, publish_grace=0.0)
     base.update(kw)
     return MediaConfig(**base)
 

@@ -146,7 +146,8 @@ def production_env(pg_url: str, redis_url: str, var: Path) -> dict[str, str]:
             "DATABASE_URL": pg_url, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": "prod", "VAR_DIR": str(var),
             "HLS_PATH": str(var / "hls"), "RECORDINGS_PATH": str(var / "recordings"), "MEDIA_BIND": "127.0.0.1",
             "PUBLIC_HOST": "127.0.0.1", "RTC_LISTEN_IPS": "127.0.0.1", "NODE_TIMEOUT": "6",
-            "CELERY_TASK_ALWAYS_EAGER": "0", "PYTHONUNBUFFERED": "1"}
+            "CELERY_TASK_ALWAYS_EAGER": "0", "PYTHONUNBUFFERED": "1",
+            "PUBLISH_GRACE": "0"}  # a killed publisher ends its stream at once (the grace has its own test)
 
 
 @contextlib.contextmanager

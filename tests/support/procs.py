@@ -149,6 +149,7 @@ class Service:
             "PUBLIC_HOST": "127.0.0.1",
             "MEDIA_PLANE_ENABLED": "1" if media else "0",
             "PYTHONUNBUFFERED": "1",
+            "PUBLISH_GRACE": "0",  # a killed publisher ends its stream at once (tests/e2e/test_reconnect.py: the grace)
             **(env or {}),
         }
         self.proc: subprocess.Popen | None = None

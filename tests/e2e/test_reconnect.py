@@ -1,0 +1,151 @@
+"""Reconnect grace: an RTMP publisher whose connection dies (SIGKILL, no unpublish) and comes back
+within PUBLISH_GRACE continues the same stream. Its RTMP, HTTP-FLV and WHEP viewers stay connected
+and decode the second publish, timestamps continue forward, HLS marks a discontinuity, and the
+room has one live session. A staff drop during the grace ends it at once."""
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+
+import pytest
+
+from sfu.aiortc_hooks import h264_profiles_register
+from tests.sfu.clients import whep_subscribe
+from tests.support.api import api, create_room, register
+from tests.support.hls import media_playlist
+from tests.support.media import FPS, assert_clean, framemd5_frames, live_frames, pyav_errors, wait_until
+from tests.support.procs import Service, require_tool
+
+from .test_rtmp_ingest import flv_url, room_status, rtmp_play_url, start_publisher, stop
+
+pytestmark = pytest.mark.e2e
+h264_profiles_register()
+
+GRACE = 8.0
+WATCH = 14  # s of media each ffmpeg viewer decodes: about 4 of the first publish, the rest of the second
+# The resumed publish starts 40 ms after the newest unit before the drop (media/hub/stream.py), which
+# may be audio a frame ahead of the last picture: one step between pictures of up to 40 + 34 ms.
+RESUME_GAP = 0.08
+
+
+@pytest.fixture(scope="module")
+def service():
+    with Service(env={"PUBLISH_GRACE": str(GRACE)}) as running:
+        yield running
+
+
+@pytest.fixture
+def room(service, request):
+    return create_room(service, register(service, request.node.name[:30]), title=request.node.name[:100])
+
+
+def sessions(service, room) -> list[tuple]:
+    return service.query("SELECT s.id, s.ended_at, s.end_reason, s.bytes_received FROM live_livesession s "
+                         "JOIN live_room r ON r.id = s.room_id WHERE r.public_id = %s ORDER BY s.id",
+                         room["room"]["room_id"])
+
+
+def ffmpeg_viewer(url: str) -> subprocess.Popen:
+    return subprocess.Popen([require_tool("ffmpeg"), "-hide_banner", "-loglevel", "error", "-i", url,
+                             "-t", str(WATCH), "-map", "0:v", "-map", "0:a", "-f", "framemd5", "-"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def kill(publisher: subprocess.Popen) -> None:
+    publisher.send_signal(signal.SIGKILL)  # the TCP connection dies without FCUnpublish/deleteStream
+    publisher.wait(5)
+
+
+async def test_a_killed_publisher_that_comes_back_continues_for_every_viewer(service, room):
+    public_id = room["room"]["room_id"]
+    first = start_publisher(service, room)
+    second = None
+    pcs = []
+    try:
+        viewers = {name: ffmpeg_viewer(url) for name, url in
+                   (("rtmp", rtmp_play_url(service, room)), ("flv", flv_url(service, room)))}
+        with pyav_errors() as errors:  # aiortc decodes with FFmpeg, through PyAV
+            pc, _, collectors = await whep_subscribe(service.url(""), public_id, kinds=("video",))
+            pcs.append(pc)
+            video = await asyncio.wait_for(collectors["video"], 10)
+            await asyncio.wait_for(video.first, 10)
+            await asyncio.sleep(4)
+            kill(first)
+            killed = time.monotonic()
+            await asyncio.sleep(2)
+            # held: the room is still live, every viewer still connected
+            assert room_status(service, room) == "live"
+            assert all(v.poll() is None for v in viewers.values()), {n: v.poll() for n, v in viewers.items()}
+            assert len(sessions(service, room)) == 1 and sessions(service, room)[0][1] is None
+            second = await asyncio.to_thread(start_publisher, service, room)
+            resumed = time.monotonic()
+            assert resumed - killed < 5
+            await asyncio.sleep(5)
+        assert errors == [], errors
+        assert pc.connectionState == "connected"
+        after = [t for t, *_ in video.frames if t > resumed]
+        assert len(after) >= 3 * FPS, f"{len(after)} pictures over WHEP in the 5 s after the publisher came back"
+        assert video.rate(resumed + 1.5) >= 27, video.rate(resumed + 1.5)
+
+        for name, viewer in viewers.items():
+            out, err = await asyncio.to_thread(viewer.communicate, timeout=30)
+            counts, pts, starts = framemd5_frames(out)
+            decoded = _decoded(counts, pts, viewer.returncode, err)
+            # every picture of both publishes on one timeline: no picture missing, none twice, the
+            # second publish's after the first's (it ran WATCH s of media, more than before the kill)
+            assert_clean(decoded, video=live_frames(WATCH, start=pts[0], slack=2), max_gap=RESUME_GAP, what=name)
+            assert all(b > a for a, b in zip(pts, pts[1:], strict=False)), name
+            assert counts["audio"] > 0, name
+
+        playlist = media_playlist(f"http://127.0.0.1:{service.media_http_port}/hls/{public_id}.m3u8")
+        assert "#EXT-X-DISCONTINUITY" in playlist, playlist
+
+        kill(second)
+        assert wait_until(lambda: sessions(service, room)[-1][1] is not None, GRACE + 10), service.log()[-3000:]
+        rows = sessions(service, room)
+        assert len(rows) == 1, rows  # one live session, ended once, after the grace
+        assert rows[0][2] == "publisher_left" and rows[0][3] > 200_000, rows
+        assert room_status(service, room) == "ended"
+        assert "publisher back" in service.log()
+    finally:
+        for pc in pcs:
+            await pc.close()
+        stop(first)
+        if second is not None:
+            stop(second)
+
+
+def _decoded(counts, pts, returncode, stderr):
+    from tests.support.media import Decoded
+
+    return Decoded(counts["video"], counts["audio"], round(pts[0] * 1000) if pts else None, 0.0, returncode,
+                   stderr, pts)
+
+
+def test_a_staff_drop_during_the_grace_ends_the_stream_at_once(service, room):
+    token = register(service, f"staff-{room['room']['room_id'][:8]}")
+    service.manage("shell", "-c", "from django.contrib.auth import get_user_model; "
+                   f"get_user_model().objects.filter(username='staff-{room['room']['room_id'][:8]}')"
+                   ".update(is_staff=True)")
+    publisher = start_publisher(service, room)
+    viewer = ffmpeg_viewer(rtmp_play_url(service, room))
+    try:
+        time.sleep(2)
+        kill(publisher)
+        time.sleep(0.5)
+        assert room_status(service, room) == "live" and viewer.poll() is None
+        status, body = api(service, f"/api/v1/live/{room['room']['room_id']}/end", {}, token)
+        asked = time.monotonic()
+        assert status == 200 and body["data"]["was_live"], body
+        viewer.wait(5)  # its stream ended (before the grace would have)
+        assert time.monotonic() - asked < 2
+        rows = sessions(service, room)
+        assert len(rows) == 1 and rows[0][2] == "dropped_by_staff", rows
+        again = start_publisher(service, room)  # a new publish opens a new session
+        stop(again)
+        assert wait_until(lambda: len(sessions(service, room)) == 2, 5)
+    finally:
+        stop(publisher)
+        stop(viewer)
