@@ -585,7 +585,11 @@ def sessions_check(db: dict, streams: list[Stream], kills: list[Kill]) -> dict:
     for stream in streams:
         sessions = by_room.get(stream.room, [])
         mine = [k for k in kills if k.publisher == stream.name]
-        expected = [KILLED_REASON[stream.protocol]] * len(mine)
+        # A killed RTMP publisher taken again within PUBLISH_GRACE continues its session (reconnect
+        # grace, media/hub/registry.py): no session ends for that kill.
+        ended = [k for k in mine if not (stream.protocol == "rtmp" and k.ok_at is not None
+                                         and k.ok_at - k.at < _publish_grace())]
+        expected = [KILLED_REASON[stream.protocol]] * len(ended)
         if not mine or mine[-1].ok_at is not None:  # the publish that was stopped at the end
             expected.append(STOPPED_REASON[stream.protocol])
         got = [s["reason"] if s["ended"] else "OPEN" for s in sessions]
@@ -595,6 +599,12 @@ def sessions_check(db: dict, streams: list[Stream], kills: list[Kill]) -> dict:
             problems.append(f"{stream.name} ({stream.room}): the room is still live")
     open_sessions = [s for s in db["sessions"] if not s["ended"]]
     return {"sessions": len(db["sessions"]), "open": len(open_sessions), "problems": problems}
+
+
+def _publish_grace() -> float:
+    from media.config import MediaConfig
+
+    return MediaConfig.from_env(os.environ).publish_grace
 
 
 def growth(rows: list[dict], key: str, base_minute: int) -> tuple[float, float, float]:
