@@ -50,13 +50,16 @@ def holder_urls(public_id: str) -> dict[str, str] | None:
 def room_play_urls(room: Room) -> dict[str, str]:
     public_id = room.public_id
     bases = (room.is_live and holder_urls(public_id)) or default_urls()
-    return {
+    urls = {
         "hls": f"{bases['hls']}/{public_id}.m3u8",
         "flv": f"{bases['flv']}/{public_id}.flv",
         "rtmp": f"{bases['rtmp_play']}/{public_id}",
         "whep": f"{bases['whep']}/{public_id}",
         "ws": f"{bases['ws']}?room_id={public_id}",
     }
+    if settings.LLHLS_ENABLED:  # in memory on the node that holds the stream (404 until its first part)
+        urls["llhls"] = f"{bases['hls']}/{public_id}/ll.m3u8"
+    return urls
 
 
 def room_ingest(room: Room) -> dict[str, str]:

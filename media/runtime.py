@@ -255,6 +255,8 @@ def _start_hls(config: MediaConfig, registry: StreamRegistry, http: MediaHttpSer
     registry.on_resume.append(hls.stream_resumed)
     players = HlsPlayers(registry.viewers, idle=max(10.0, 4 * config.hls_fragment))
     hls.players = players
+    if llhls is not None:
+        llhls.players = players  # LL players are viewers too
     files = HlsFiles(root, hls.demand, players, lambda public_id: public_id in registry, http.holder_of).handle
     http.add_route("/hls/", files if llhls is None else llhls.route(files))
     return hls

@@ -48,6 +48,13 @@ def test_register_rejects_a_taken_name_and_names_the_field(client_for, user):
     assert body["message"].startswith("username:") and "username" in body["errors"]
 
 
+def test_play_urls_name_the_low_latency_playlist_when_it_is_on(client_for, user, settings):
+    settings.LLHLS_ENABLED = True
+    room = client_for(user).post("/api/v1/live/create", {"title": "LL"}, format="json").json()["data"]["room"]
+    assert room["play_urls"]["llhls"] == f"http://localhost:8081/hls/{room['room_id']}/ll.m3u8"
+    assert room["play_urls"]["hls"] == f"http://localhost:8081/hls/{room['room_id']}.m3u8"
+
+
 def test_create_returns_key_push_and_play_urls(client_for, user):
     response = client_for(user).post("/api/v1/live/create", {"title": "My show", "push_protocol": "rtmp"},
                                      format="json")

@@ -33,7 +33,7 @@ from media.bridges.rendition import TranscodeRefused
 from media.http_server import BadRequest, HttpConnection, HttpRequest, byte_range
 from media.hub.viewers import PlayRefused
 
-from .players import CTX, HlsPlayers, multivariant, with_ctx
+from .players import HlsPlayers, multivariant, query_ctx, with_ctx
 
 _PLAYLIST = re.compile(r"^/hls/([A-Za-z0-9_\-]{1,128})\.m3u8$")
 _SEGMENT = re.compile(r"^/hls/([A-Za-z0-9_\-]{1,128})/(seg[0-9]{1,20}\.ts)$")
@@ -61,7 +61,7 @@ class HlsFiles:
             conn.respond(405, "method not allowed\n", headers=[("Allow", "GET, HEAD, OPTIONS")],
                          keep_alive=False)
             return
-        ctx = _ctx(req.query)
+        ctx = query_ctx(req.query)
         if match := _PLAYLIST.match(req.path):
             await self._playlist(conn, req, match[1], ctx)
         elif match := _SEGMENT.match(req.path):
@@ -150,11 +150,3 @@ def _read(path: str) -> bytes | None:
 def _not_found(conn: HttpConnection, req: HttpRequest) -> None:
     conn.respond(404, "not found\n", headers=[("Cache-Control", "no-cache")], keep_alive=req.keep_alive)
 
-
-def _ctx(query: str) -> str | None:
-    """The player id in a request's query (`ctx=...`), when it is one we could have made."""
-    for part in query.split("&"):
-        name, _, value = part.partition("=")
-        if name == "ctx" and CTX.match(value):
-            return value
-    return None

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from urllib.parse import parse_qsl
 from media.http_server import HttpConnection, HttpRequest
 from media.hub.stream import Stream
 from media.hub.unit import AUDIO, TIME_BASE, VIDEO, AccessUnit
+from media.hub.viewers import PlayRefused
 
 from .cmaf import CmafError, CmafWriter
 from .ll_playlist import (
@@ -49,6 +51,7 @@ from .ll_playlist import (
     parse_skip,
     parse_uri,
 )
+from .players import HlsPlayers, multivariant, query_ctx
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +59,10 @@ PLAYLIST_NAME = "ll.m3u8"
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 MEDIA_TYPE = "video/mp4"
 PART_TYPE = "video/iso.segment"
-# A republish starts again at msn 0 with the same names, so a cached part of the last publish would
-# be served as a new one: revalidate until the names carry the publish (issue 19's reconnect work).
-MEDIA_CACHE = "no-cache"
+# Each publish numbers its segments from the epoch second after it started (as the MPEG-TS
+# segmenter does), so a name is never reused by a later publish of the room: a part, a segment or
+# the init section under one name never changes, and a cache (a CDN, nginx) may keep it a while.
+MEDIA_CACHE = "max-age=60"
 _RETENTION = 3  # target durations a part stays fetchable after it left the playlist
 _BATCH = 256
 _FIT_STEPS = 8  # video dts steps averaged to fit PART-TARGET to the frame rate
@@ -98,12 +102,19 @@ class _Waiter:
 class LowLatencyStream:
     """One publish's LL-HLS: the writer side (units in) and what the route reads."""
 
-    def __init__(self, stream: Stream, config: LlHlsConfig) -> None:
+    def __init__(self, stream: Stream, config: LlHlsConfig, *, after_msn: int = -1) -> None:
         self.stream = stream
         self.public_id = stream.public_id
         self.config = config
         # Replaced by one with the PART-TARGET fitted to the frame rate before the first part (`_fit`).
-        self.playlist = LowLatencyPlaylist(config.options)
+        # Past the highest msn an earlier publish can have reached: it started from an earlier clock
+        # reading in the same unit and made at most one segment per unit since (a segment lasts at
+        # least segment_target s of media, the unit is that, at most 1 s, and a live publisher
+        # sends media at the wall clock's pace); and past `after_msn`, the last publish's here.
+        unit = min(1.0, config.options.segment_target)
+        self.first_msn = max(int(time.time() / unit) + 1, after_msn + 1)
+        self.playlist = LowLatencyPlaylist(config.options, first_msn=self.first_msn)
+        self._highest_msn = self.first_msn
         self.init: bytes | None = None  # set with the first part: until then every name is a 404
         self.parts: dict[PartRef, bytes] = {}
         self.segments: dict[int, bytes] = {}
@@ -215,7 +226,7 @@ class LowLatencyStream:
         self._part_ticks = ticks
         part_target = round(ticks / TIME_BASE, 5)
         self.playlist = LowLatencyPlaylist(LowLatencyOptions(part_target, max(part_target, options.segment_target),
-                                                             options.window))
+                                                             options.window), first_msn=self.first_msn)
         if part_target != options.part_target:
             log.info("llhls %s: PART-TARGET %.5f s (%d frames of %.2f ms)", self.public_id, part_target, frames,
                      frame / TIME_BASE * 1000)
@@ -239,6 +250,7 @@ class LowLatencyStream:
             self._fail(f"part refused: {exc}")
             return False
         self.parts[ref] = data
+        self._highest_msn = ref.msn
         self._open_parts.append(data)
         if self.init is None:
             assert self._writer is not None
@@ -280,6 +292,11 @@ class LowLatencyStream:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    @property
+    def last_msn(self) -> int:
+        """The highest msn this publish used or announced (a preload hint names the next segment's)."""
+        return self._highest_msn + 1
 
     def _open_msn(self) -> int:
         hint = self.playlist.next_part
@@ -346,6 +363,11 @@ class LowLatencyService:
 
     def __init__(self, config: LlHlsConfig) -> None:
         self.config = config
+        # Counts players as viewer sessions (media/hls/players.py, shared with the MPEG-TS route; set
+        # by the runtime): `ll.m3u8` without `?ctx=` answers a multivariant playlist naming the LL
+        # playlist under a player id, which the player then reloads (hls.js keeps the query and adds
+        # its _HLS_ directives). Parts carry no id: a player's bytes are not counted, its presence is.
+        self.players: HlsPlayers | None = None
         self.streams: dict[str, LowLatencyStream] = {}
         self._tasks: set[asyncio.Task] = set()
         self._forget: dict[str, asyncio.TimerHandle] = {}
@@ -357,7 +379,7 @@ class LowLatencyService:
         handle = self._forget.pop(stream.public_id, None)
         if handle is not None:
             handle.cancel()
-        ll = LowLatencyStream(stream, self.config)
+        ll = LowLatencyStream(stream, self.config, after_msn=-1 if old is None else old.last_msn)
         self.streams[stream.public_id] = ll
         task = asyncio.get_running_loop().create_task(self._run(ll), name=f"llhls-{stream.public_id}")
         self._tasks.add(task)
@@ -401,8 +423,7 @@ class LowLatencyService:
         def handle(conn: HttpConnection, req: HttpRequest) -> Awaitable[None] | None:
             public_id, slash, name = req.path[len(prefix):].partition("/")
             if slash and (name == PLAYLIST_NAME or parse_uri(name) is not None) and _valid_id(public_id):
-                self.serve(conn, req, public_id, name)
-                return None
+                return self.serve(conn, req, public_id, name)
             if fallback is not None:
                 return fallback(conn, req)
             _not_found(conn, req.keep_alive)
@@ -410,7 +431,7 @@ class LowLatencyService:
 
         return handle
 
-    def serve(self, conn: HttpConnection, req: HttpRequest, public_id: str, name: str) -> None:
+    def serve(self, conn: HttpConnection, req: HttpRequest, public_id: str, name: str) -> Awaitable[None] | None:
         if req.method not in ("GET", "HEAD"):
             conn.respond(405, "method not allowed\n", headers=[("Allow", "GET, HEAD, OPTIONS")], keep_alive=False)
             return
@@ -420,8 +441,23 @@ class LowLatencyService:
             return
         head_only = req.method == "HEAD"
         if name == PLAYLIST_NAME:
+            if self.players is None or ll.playlist.ended:
+                self._playlist(conn, req, ll)
+                return None
+            ctx = query_ctx(req.query)
+            if ctx is None:  # a new player: its own id first
+                entry = multivariant(public_id, HlsPlayers.new_ctx(), PLAYLIST_NAME)
+                conn.respond(200, entry, content_type=PLAYLIST_TYPE, headers=[("Cache-Control", "no-cache")],
+                             keep_alive=req.keep_alive, head_only=head_only)
+                return None
+            known = self.players.known(public_id, ctx)
+            if known is None:
+                return self._counted_playlist(conn, req, ll, ctx)
+            if not known:
+                conn.respond(403, "dropped by staff\n", keep_alive=False)
+                return None
             self._playlist(conn, req, ll)
-            return
+            return None
         resource = parse_uri(name)
         if isinstance(resource, InitResource):
             if resource.epoch == 0:
@@ -440,6 +476,19 @@ class LowLatencyService:
             _send_media(conn, data, PART_TYPE, req.keep_alive, head_only)
         else:
             _not_found(conn, req.keep_alive)
+
+    async def _counted_playlist(self, conn: HttpConnection, req: HttpRequest, ll: LowLatencyStream, ctx: str) -> None:
+        """A player's playlist request: its session opens with the first (the on_play hook asked)."""
+        assert self.players is not None
+        try:
+            allowed = await self.players.playlist(ll.public_id, ctx, conn.peer)
+        except PlayRefused as refused:
+            conn.respond(403, f"{refused.reason}: {refused.message}\n", keep_alive=False)
+            return
+        if not allowed:
+            conn.respond(403, "dropped by staff\n", keep_alive=False)
+            return
+        self._playlist(conn, req, ll)
 
     @staticmethod
     def _playlist(conn: HttpConnection, req: HttpRequest, ll: LowLatencyStream) -> None:

@@ -206,10 +206,14 @@ class LowLatencyPlaylist:
     Not thread-safe: drive it from the event loop (the segmenter's results are handed over there).
     """
 
-    def __init__(self, options: LowLatencyOptions, *, init_uri: str = INIT_URI) -> None:
+    def __init__(self, options: LowLatencyOptions, *, init_uri: str = INIT_URI, first_msn: int = 0) -> None:
+        """`first_msn`: the first segment's media sequence number (a publish that starts from one
+        never used before gets names, and so cache entries, of its own)."""
         self.options = options
         self._segments: deque[_Segment] = deque()
-        self._open = _Segment(0, _checked_uri(init_uri))
+        if first_msn < 0:
+            raise ValueError("first_msn must not be negative")
+        self._open = _Segment(first_msn, _checked_uri(init_uri))
         self._started = False  # a part was ever added: only then can a discontinuity follow anything
         self._discontinuity_sequence = 0  # EXT-X-DISCONTINUITY tags rolled out of the window
         self._longest = 0  # the longest EXTINF seen, rounded: TARGETDURATION never goes down

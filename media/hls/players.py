@@ -29,10 +29,21 @@ class _Player:
         self.dropped = False
 
 
-def multivariant(public_id: str, ctx: str) -> bytes:
-    """The entry playlist: one variant, the media playlist under this player's id."""
+def multivariant(public_id: str, ctx: str, media_playlist: str | None = None) -> bytes:
+    """The entry playlist: one variant, the media playlist (`{public_id}.m3u8`, or a name relative
+    to the entry's own URL, e.g. the LL playlist `ll.m3u8`) under this player's id."""
+    uri = media_playlist or f"{public_id}.m3u8"
     return (f"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-STREAM-INF:BANDWIDTH=2000000\n"
-            f"{public_id}.m3u8?ctx={ctx}\n").encode()
+            f"{uri}?ctx={ctx}\n").encode()
+
+
+def query_ctx(query: str) -> str | None:
+    """The player id in a request's query (`ctx=...`), when it is one we could have made."""
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if name == "ctx" and CTX.match(value):
+            return value
+    return None
 
 
 def with_ctx(playlist: bytes, ctx: str) -> bytes:
@@ -49,6 +60,17 @@ class HlsPlayers:
     @staticmethod
     def new_ctx() -> str:
         return secrets.token_hex(6)
+
+    def known(self, public_id: str, ctx: str) -> bool | None:
+        """A playlist request of a player whose session is open: False when it was dropped; None
+        when it has none yet (`playlist` opens it). Synchronous: an LL player reloads its playlist
+        every part, and a request answered here costs no task."""
+        player = self._players.get(ctx)
+        now = time.monotonic()
+        if player is None or player.session.public_id != public_id or now - player.seen > self.idle:
+            return None
+        player.seen = now
+        return not player.dropped
 
     async def playlist(self, public_id: str, ctx: str, client_addr: str) -> bool:
         """A media playlist request; False when this player was dropped. Raises PlayRefused

@@ -200,6 +200,9 @@ STREAMING_HLS_SERVER = env_str("STREAMING_HLS_SERVER", f"http://{PUBLIC_HOST}:{M
 STREAMING_FLV_SERVER = env_str("STREAMING_FLV_SERVER", f"http://{PUBLIC_HOST}:{MEDIA_HTTP_PORT}/flv")
 STREAMING_WHIP_SERVER = env_str("STREAMING_WHIP_SERVER", f"http://{PUBLIC_HOST}:{SERVER_PORT}/whip")
 STREAMING_WHEP_SERVER = env_str("STREAMING_WHEP_SERVER", f"http://{PUBLIC_HOST}:{SERVER_PORT}/whep")
+# Low-Latency HLS (media/hls/ll_from_hub.py, read by the media plane from the same variable): the
+# API's play URLs name the LL playlist, which the watch page's hls.js plays in lowLatencyMode.
+LLHLS_ENABLED = env_bool("LLHLS_ENABLED", False)
 
 # Media plane switch: `manage.py serve` starts it beside Daphne unless told not to.
 MEDIA_PLANE_ENABLED = env_bool("MEDIA_PLANE_ENABLED", True)

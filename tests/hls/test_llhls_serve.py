@@ -137,7 +137,7 @@ async def test_playlist_parts_and_segments_decode(plane, units, tmp_path):
     assert len(parts) >= 10
 
     status, headers, init = await get(port, f"/hls/{ROOM}/init.mp4")
-    assert status == 200 and headers["content-type"] == "video/mp4" and headers["cache-control"] == "no-cache"
+    assert status == 200 and headers["content-type"] == "video/mp4" and headers["cache-control"] == "max-age=60"
     fetched = {}
     for duration, uri in parts:
         status, headers, data = await get(port, f"/hls/{ROOM}/{uri}")
@@ -253,9 +253,27 @@ async def test_ll_names_beside_the_mpegts_route(units, tmp_path):
                          llhls_enabled=True)
     plane = await start_media_plane(config, FakeControl().plane(), register_control=False)
     try:
-        await publish(plane, units[: len(units) // 2])
+        stream = await publish(plane, units[: len(units) // 2])
+        # with the MPEG-TS route's player counting on, an LL player gets an id of its own first
         status, headers, body = await get(plane.http_port, f"/hls/{ROOM}/ll.m3u8")
-        assert status == 200 and "#EXT-X-PART:" in body.decode()
+        match = re.search(r"^ll\.m3u8\?ctx=([0-9a-f]{12})$", body.decode(), re.M)
+        assert status == 200 and "#EXT-X-STREAM-INF" in body.decode() and match, body
+        assert plane.registry.viewers.count(ROOM) == 0  # not a player until it loads its playlist
+        for _ in range(3):  # reloads (hls.js adds its directives to the query) are the same player
+            status, headers, body = await get(plane.http_port, f"/hls/{ROOM}/ll.m3u8?ctx={match[1]}&_HLS_skip=YES")
+            assert status == 200 and "#EXT-X-PART:" in body.decode()
+        assert plane.registry.viewers.count(ROOM) == 1
+        [session] = plane.registry.viewers.all()
+        assert session.protocol == "hls" and session.public_id == ROOM
+        assert plane.registry.viewers.drop(session.id)
+        status, _, _ = await get(plane.http_port, f"/hls/{ROOM}/ll.m3u8?ctx={match[1]}")
+        assert status == 403  # dropped by staff
+
+        # a republish numbers its segments past the last publish's: no name is served twice
+        first = plane.llhls.streams[ROOM].playlist.next_part.msn
+        plane.registry.end(ROOM, "publisher_left", stream=stream)
+        await publish(plane, units[: len(units) // 2])
+        assert plane.llhls.streams[ROOM].playlist.first_msn > first
         status, headers, body = await get(plane.http_port, f"/hls/{ROOM}.m3u8")
         assert status == 200 and "#EXT-X-STREAM-INF" in body.decode()  # the TS route's multivariant playlist
         status, _, _ = await get(plane.http_port, f"/hls/{ROOM}/seg99.ts")

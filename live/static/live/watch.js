@@ -65,6 +65,28 @@
     play("hls");
   }
 
+  // hls.js: the Low-Latency variant when the node makes one (lowLatencyMode: blocking playlist
+  // reloads, parts, about 1.5 s behind live), else the MPEG-TS playlist. A stream without an LL
+  // variant (a codec CMAF is not made for here) answers 404: then the regular playlist.
+  function hlsPlayer(url, lowLatency) {
+    const hls = new Hls({ lowLatencyMode: lowLatency });
+    window.__hls = hls; // for tests: hls.latency, hls.levels
+    hls.on(Hls.Events.ERROR, (_e, data) => {
+      if (!data.fatal) return;
+      if (lowLatency && data.details === Hls.ErrorDetails.MANIFEST_LOAD_ERROR) {
+        hls.destroy();
+        player = hlsPlayer(urls.hls, false);
+        return;
+      }
+      window.playerErrors.push(data.type + ":" + data.details);
+      state.textContent = "error: " + data.details;
+    });
+    hls.loadSource(url);
+    hls.attachMedia(video);
+    state.textContent = lowLatency ? "playing low-latency hls" : "playing hls";
+    return hls;
+  }
+
   function stop() {
     if (player) { player.destroy(); player = null; }
     notes.textContent = "";
@@ -83,11 +105,7 @@
       player.attachMediaElement(video);
       player.load();
     } else if (kind === "hls" && window.Hls && Hls.isSupported()) {
-      const hls = new Hls({ lowLatencyMode: true });
-      hls.on(Hls.Events.ERROR, (_e, data) => { if (data.fatal) { window.playerErrors.push(data.type + ":" + data.details); state.textContent = "error: " + data.details; } });
-      hls.loadSource(urls.hls);
-      hls.attachMedia(video);
-      player = hls;
+      player = hlsPlayer(urls.llhls || urls.hls, Boolean(urls.llhls));
     } else {
       state.textContent = kind + " playback is not supported by this browser";
       return;

@@ -1,0 +1,121 @@
+"""LL-HLS in a browser: the watch page's hls.js (lowLatencyMode) plays the room's `play_urls.llhls`,
+and how far the picture shown is behind the publisher's clock is read off the picture itself.
+
+The publisher (ffmpeg, as OBS would push) burns its wall clock into each picture when it makes it:
+20 boxes in the top left corner, white for a 1 bit, of the centiseconds since T0. The page reads
+them back from every frame it presents (requestVideoFrameCallback, a canvas), so the figure is
+glass to glass: encoding, RTMP, the hub, the CMAF parts, HTTP, hls.js's buffer, decoding."""
+from __future__ import annotations
+
+import statistics
+import subprocess
+import time
+
+import pytest
+
+from tests.support.api import api, create_room, register
+from tests.support.browser import chromium
+from tests.support.media import wait_until
+from tests.support.procs import Service, require_tool
+
+from .test_rtmp_ingest import room_status, rtmp_publish_url, stop
+
+pytestmark = pytest.mark.e2e
+
+BITS = 20  # centiseconds: 2^20 cs is 2.9 hours, far more than a test runs
+BOX = 16
+MAX_BEHIND = 2.5  # s, the issue's bound for the median
+
+
+@pytest.fixture(scope="module")
+def service():
+    with Service(env={"LLHLS_ENABLED": "1"}) as running:
+        yield running
+
+
+@pytest.fixture
+def room(service, request):
+    return create_room(service, register(service, "ll-streamer"), title=request.node.name[:100])
+
+
+def clock_publisher(url: str, t0_us: int) -> subprocess.Popen:
+    """testsrc2 at 30 fps with its wall clock (s since T0, to 10 ms) burned in; 1 s GOP, as LL-HLS
+    needs (segments start on keyframes); AAC sine. The pictures' own timestamps stay regular."""
+    chain = [f"testsrc2=size=640x360:rate=30,settb=expr=1/1000,setpts='(RTCTIME-{t0_us})/(TB*1000000)'",
+             f"drawbox=x=0:y=0:w={BOX * (BITS + 1)}:h={BOX + 8}:color=black:t=fill"]
+    chain += [f"drawbox=x={BOX // 2 + BOX * k}:y=4:w={BOX}:h={BOX}:color=white:t=fill:"
+              f"enable='mod(floor(t*100/pow(2\\,{k}))\\,2)'" for k in range(BITS)]
+    chain.append("settb=expr=1/30,setpts=N")  # back to one frame a tick: the clock is only in the picture
+    return subprocess.Popen(
+        [require_tool("ffmpeg"), "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", ",".join(chain),
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+         "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30", "-keyint_min", "30",
+         "-b:v", "1000k", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k", "-f", "flv", url],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+# Runs in the page: for every presented frame, the publisher's clock read from its pixels and how far
+# the page's clock is past it (the same machine's clock: Date.now() and Python's time.time()).
+READ_CLOCK = """
+const t0 = arguments[0], bits = arguments[1], box = arguments[2];
+const video = document.getElementById("video");
+const canvas = document.createElement("canvas");
+canvas.width = 640; canvas.height = 360;
+const g = canvas.getContext("2d", { willReadFrequently: true });
+window.__behind = [];
+function frame() {
+  g.drawImage(video, 0, 0, 640, 360);
+  const row = g.getImageData(0, 4 + box / 2, box * (bits + 1), 1).data;
+  let cs = 0;
+  for (let k = 0; k < bits; k++) if (row[(box + box * k) * 4] > 128) cs += 2 ** k;
+  window.__behind.push([performance.now(), (Date.now() - t0) / 1000 - cs / 100]);
+  video.requestVideoFrameCallback(frame);
+}
+video.requestVideoFrameCallback(frame);
+"""
+
+
+def test_hls_js_low_latency_mode_plays_under_2_5_s_behind_the_publisher(service, room):
+    public_id = room["room"]["room_id"]
+    t0_us = int(time.time() * 1e6)
+    publisher = clock_publisher(rtmp_publish_url(service, room), t0_us)
+    try:
+        assert wait_until(lambda: room_status(service, room) == "live", 15), service.log()[-2000:]
+        urls = api(service, f"/api/v1/live/{public_id}")[1]["data"]["play_urls"]
+        assert urls["llhls"] == f"http://127.0.0.1:{service.media_http_port}/hls/{public_id}/ll.m3u8", urls
+        assert wait_until(lambda: _status(urls["llhls"]) == 200, 10)
+        with chromium() as browser:
+            browser.get(service.url(f"/live/{public_id}?player=hls"))
+            video_time = "return document.getElementById('video').currentTime"
+            assert wait_until(lambda: browser.execute_script(video_time) > 0.5, 20), browser.get_log("browser")
+            mode = browser.execute_script(
+                "const h = window.__hls; const d = h.levels[h.currentLevel >= 0 ? h.currentLevel : 0].details;"
+                "return [h.config.lowLatencyMode, h.url, d ? d.partList && d.partList.length : 0,"
+                " d && d.canBlockReload]")
+            assert mode[0] is True and mode[1] == urls["llhls"] and mode[2] > 0 and mode[3] is True, mode
+            browser.execute_script(READ_CLOCK, t0_us / 1000, BITS, BOX)
+            time.sleep(3)  # hls.js settles on its target latency
+            browser.execute_script("window.__behind = []")
+            time.sleep(15)
+            samples = browser.execute_script("return window.__behind")
+            errors = browser.execute_script("return window.playerErrors")
+        behind = [s for _, s in samples]
+        assert errors == [], errors
+        assert len(behind) >= 15 * 25, f"{len(behind)} frames presented in 15 s"
+        # a misread clock would be far off (a wrong high bit is minutes): every frame reads sanely
+        assert all(0 < s < 10 for s in behind), sorted(behind)[:3] + sorted(behind)[-3:]
+        median = statistics.median(behind)
+        p90 = statistics.quantiles(behind, n=10)[-1]
+        print(f"LL-HLS in Chromium: {median:.2f} s behind the publisher (p90 {p90:.2f} s, {len(behind)} frames)")
+        assert median < MAX_BEHIND, (median, p90)
+    finally:
+        stop(publisher)
+        if publisher.stderr is not None:
+            err = publisher.stderr.read().decode(errors="replace")
+            assert "Error" not in err, err[-1500:]
+
+
+def _status(url: str) -> int:
+    from tests.support.hls import get
+
+    return get(url)[0]
