@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
+from urllib.parse import urljoin
 
 import pytest
 import websockets
@@ -39,6 +41,36 @@ def call(c: Cluster, path: str, body: dict | None = None, token: str | None = No
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def fetch(url: str) -> tuple[int, dict, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10, context=TLS) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def low_latency_through_nginx(url: str) -> None:
+    """LL-HLS through nginx to the node's memory: the player's own playlist, then blocking reloads
+    for the preload-hint part, each answered once that part exists (never an earlier answer from a
+    cache), and the part itself."""
+    status, _, body = fetch(url)
+    assert status == 200 and "#EXT-X-STREAM-INF" in body.decode(), (status, body[:300])
+    media = urljoin(url, next(line for line in body.decode().splitlines() if line and not line.startswith("#")))
+    hint = None
+    for _ in range(4):
+        query = "" if hint is None else f"&_HLS_msn={hint[0]}&_HLS_part={hint[1]}"
+        status, headers, body = fetch(media + query)
+        text = body.decode()
+        assert status == 200 and headers.get("Cache-Control") == "no-cache", (status, headers)
+        if hint is not None:  # the part the request waited for is listed now
+            assert f'URI="part{hint[0]}.{hint[1]}.m4s"' in text, (hint, text[-600:])
+            status, headers, part = fetch(urljoin(media, f"part{hint[0]}.{hint[1]}.m4s"))
+            assert status == 200 and headers.get("Content-Type") == "video/iso.segment" and part[4:8] == b"moof"
+        found = re.search(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part([0-9]+)\.([0-9]+)\.m4s"', text)
+        assert found, text[-600:]
+        hint = (int(found[1]), int(found[2]))
 
 
 def room_of(c: Cluster, room_id: str) -> dict:
@@ -176,6 +208,8 @@ async def _plays_everywhere(c: Cluster, one: str, two: str, seen: list[dict]) ->
         assert urls["rtmp"] == f"rtmp://127.0.0.1:{c.nodes[node].rtmp_port}/live/{room_id}", urls
         for protocol in ("rtmp", "flv", "hls"):
             await asyncio.to_thread(decodes, urls[protocol], 4 if protocol == "hls" else 3)
+        assert f"/node/{node}/hls/{room_id}/ll.m3u8" in urls["llhls"], urls
+        await asyncio.to_thread(low_latency_through_nginx, urls["llhls"])
     # The generic URL reaches the web host, which redirects (302) to the node that holds the stream.
     for _ in range(2):
         await asyncio.to_thread(decodes, f"{c.base}/flv/{two}.flv")

@@ -147,7 +147,8 @@ def production_env(pg_url: str, redis_url: str, var: Path) -> dict[str, str]:
             "HLS_PATH": str(var / "hls"), "RECORDINGS_PATH": str(var / "recordings"), "MEDIA_BIND": "127.0.0.1",
             "PUBLIC_HOST": "127.0.0.1", "RTC_LISTEN_IPS": "127.0.0.1", "NODE_TIMEOUT": "6",
             "CELERY_TASK_ALWAYS_EAGER": "0", "PYTHONUNBUFFERED": "1",
-            "PUBLISH_GRACE": "0"}  # a killed publisher ends its stream at once (the grace has its own test)
+            # a killed publisher ends its stream at once (the grace has its own test); LL-HLS through nginx
+            "PUBLISH_GRACE": "0", "LLHLS_ENABLED": "1"}
 
 
 @contextlib.contextmanager
