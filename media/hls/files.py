@@ -31,7 +31,6 @@ from typing import BinaryIO
 
 from media.bridges.rendition import TranscodeRefused
 from media.http_server import BadRequest, HttpConnection, HttpRequest, byte_range
-from media.hub.viewers import PlayRefused
 
 from .players import HlsPlayers, multivariant, query_ctx, with_ctx
 
@@ -91,13 +90,7 @@ class HlsFiles:
         if ctx is not None and self.players is not None:
             # A player counts from the first playlist it gets (not one that 404s while the first
             # segment is still being cut); the on_play hook is asked then.
-            try:
-                allowed = not self.is_live(public_id) or await self.players.playlist(public_id, ctx, conn.peer)
-            except PlayRefused as refused:
-                conn.respond(403, f"{refused.reason}: {refused.message}\n", keep_alive=False)
-                return
-            if not allowed:
-                conn.respond(403, "dropped by staff\n", keep_alive=False)
+            if self.is_live(public_id) and not await self.players.admit(conn, public_id, ctx):
                 return
             body = with_ctx(body, ctx)
         self._send_playlist(conn, req, body)

@@ -13,8 +13,12 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from typing import TYPE_CHECKING
 
-from media.hub.viewers import ViewerSession, ViewerSessions
+from media.hub.viewers import PlayRefused, ViewerSession, ViewerSessions
+
+if TYPE_CHECKING:
+    from media.http_server import HttpConnection
 
 CTX = re.compile(r"^[a-f0-9]{12}$")
 
@@ -98,6 +102,17 @@ class HlsPlayers:
         player.seen = time.monotonic()
         player.sent += size
         return True
+
+    async def admit(self, conn: HttpConnection, public_id: str, ctx: str) -> bool:
+        """`playlist` for an HTTP request: False when refused (the hook) or dropped, answered 403."""
+        try:
+            allowed = await self.playlist(public_id, ctx, conn.peer)
+        except PlayRefused as refused:
+            conn.respond(403, f"{refused.reason}: {refused.message}\n", keep_alive=False)
+            return False
+        if not allowed:
+            conn.respond(403, "dropped by staff\n", keep_alive=False)
+        return allowed
 
     def sweep(self) -> None:
         """Close the sessions of players gone quiet (and forget dropped ones): run by the plane's
