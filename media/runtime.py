@@ -42,6 +42,17 @@ def _watch_targets(stream: Stream) -> list[tuple[str, Target | None]]:
     return [("WebRTC", WEBRTC), (H264_AAC.label, H264_AAC)]
 
 
+def long_gop_note(stream: Stream) -> str | None:
+    """LL-HLS segments start on keyframes: a GOP over twice LLHLS_SEGMENT makes its segments (and a
+    new player's wait for an independent part) that long. None when LL-HLS is off or the GOP fits."""
+    interval = stream.keyframe_interval_ms
+    limit = 2 * stream.config.llhls_segment * 1000
+    if not stream.config.llhls_enabled or interval is None or interval <= limit:
+        return None
+    return (f"keyframes every {interval / 1000:.1f} s: LL-HLS segments are that long and players start "
+            f"slower; set the keyframe interval to {stream.config.llhls_segment:g} s for LL-HLS")
+
+
 def stream_media(stream: Stream) -> dict:
     """What a stream carries, what each way of watching gets, and the transcodes running for it."""
     tracks = stream.tracks()
@@ -66,6 +77,8 @@ def stream_media(stream: Stream) -> dict:
         notes += [n for n in rendition.notes if n not in notes]
     if (refused := refusal(stream)) is not None:
         notes.append(refused)
+    if (gop := long_gop_note(stream)) is not None:
+        notes.append(gop)
     transcodes = [{"for": r.target.label, "kind": kind, **change}
                   for r in renditions(stream) for kind, change in r.describe()["transcodes"].items()]
     return {"publisher": stream.source_protocol, "tracks": tracks, "notes": notes, "transcodes": transcodes}

@@ -87,7 +87,8 @@ def stream_stat(stream: Stream, registry: StreamRegistry, rates: StreamRates, tr
     size = picture(stream)
     video = None if stream.video_codec is None else {
         "codec": stream.video_codec, "width": size[0] if size else None, "height": size[1] if size else None,
-        "fps": fps}
+        "fps": fps, "keyframe_interval": None if stream.keyframe_interval_ms is None
+        else round(stream.keyframe_interval_ms / 1000, 2)}
     audio = None if stream.audio_codec is None else {"codec": stream.audio_codec, **sound(stream)}
     return {
         "room_id": stream.public_id,

@@ -134,6 +134,8 @@ class Stream:
         # Video frames shown before a frame decoded earlier (B-frames): WebRTC cannot play them.
         self.reordered_frames = 0
         self._max_video_pts = -1
+        self.keyframe_interval_ms: int | None = None  # between the last two video keyframes (the GOP)
+        self._last_keyframe_ts: int | None = None
         # Fan-out.
         self._pending: list[Entry] = []
         self._flush_handle: asyncio.TimerHandle | None = None
@@ -218,6 +220,10 @@ class Stream:
         rap = unit.keyframe if kind == VIDEO else (unit.keyframe and not self.has_video)
         entry = Entry(unit, ts, delta, rap, arrived, reordered)
         if rap:
+            if kind == VIDEO:
+                if self._last_keyframe_ts is not None:
+                    self.keyframe_interval_ms = ts - self._last_keyframe_ts
+                self._last_keyframe_ts = ts
             self.gop = [entry]
             self.gop_bytes = len(unit.payload)
             for sink in self._sinks:

@@ -140,3 +140,22 @@ def test_many_viewers_are_batched_per_tick():
         assert s._flush_handle is None and len(viewers[0].transport.writes) == 3
 
     asyncio.run(run())
+
+
+def test_the_keyframe_interval_is_known_and_a_long_one_noted_for_ll_hls():
+    from media.runtime import long_gop_note
+
+    s = Stream("r", cfg(llhls_enabled=True, llhls_segment=1.0))
+    s.write(video_config())
+    s.write(video(0, key=True))
+    assert s.keyframe_interval_ms is None and long_gop_note(s) is None
+    s.write(video(33))
+    s.write(video(2000, key=True))
+    s.write(audio(2010))  # audio is no keyframe of the video
+    s.write(video(4000, key=True))
+    assert s.keyframe_interval_ms == 2000
+    assert long_gop_note(s) is None  # up to twice LLHLS_SEGMENT
+    s.write(video(7000, key=True))
+    note = long_gop_note(s)
+    assert note is not None and "keyframes every 3.0 s" in note and "1 s" in note
+    assert long_gop_note(Stream("r2", cfg(llhls_enabled=False))) is None
