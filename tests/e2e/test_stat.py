@@ -115,6 +115,7 @@ async def test_stat_and_metrics_count_every_viewer_and_staff_drop_one_then_the_p
         await socket.close()
         assert (stat["video"]["codec"], stat["video"]["width"], stat["video"]["height"]) == ("h264", 640, 360)
         assert 28.5 <= stat["video"]["fps"] <= 31.5, stat["video"]
+        assert stat["video"]["keyframe_interval"] == 1.0, stat["video"]  # -g 30 at 30 fps
         assert (stat["audio"]["codec"], stat["audio"]["sample_rate"], stat["audio"]["channels"]) == ("aac", 44100, 1)
         sent = VIDEO_BPS + AUDIO_BPS
         assert abs(stat["bitrate_in"] - sent) <= 0.10 * sent, (stat["bitrate_in"], sent)
