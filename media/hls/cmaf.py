@@ -22,6 +22,16 @@ be flushed at a chosen unit; its interleaving queue would also delay packets acr
 muxing runs file I/O that must leave the event loop. The boxes these codecs need are ~20 fixed
 layouts (ISO/IEC 14496-12, -14, -15; Opus in ISOBMFF), checked against ffprobe in the tests.
 HEVC and other codecs are refused (``UnsupportedCodec``), not dropped.
+
+Opus (a WebRTC publisher's audio, no AAC transcode): sample entry ``Opus`` with its ``dOps`` box
+(Encapsulation of Opus in ISO Base Media File Format, 4.3: Version 0, OutputChannelCount, PreSkip,
+InputSampleRate, OutputGain, ChannelMappingFamily, all big endian), on a 48 kHz track whatever the
+input rate (a 20 ms packet: 1800 hub ticks, 960 samples). A source's OpusHead sets them; WebRTC's
+``opus/48000/2`` needs none: an Opus unit without one (``opus_config``, or any Opus unit passed to
+``CmafWriter``) makes the track from the codec name alone. Players: the CODECS string is ``opus``
+(e.g. ``avc1.42e01f,opus``); hls.js plays Opus in fMP4 where the browser's MSE takes
+``audio/mp4; codecs="opus"`` (Chromium, Firefox); Safari 17+ on macOS decodes Opus in MP4, but its
+LL-HLS playback of Opus is not guaranteed (AAC is what every HLS player takes).
 """
 from __future__ import annotations
 
@@ -41,6 +51,13 @@ _NON_SYNC_FLAGS = 0x01010000
 _TRUN_DATA_OFFSET, _TRUN_DURATION, _TRUN_SIZE, _TRUN_FLAGS, _TRUN_CTS = 0x1, 0x100, 0x200, 0x400, 0x800
 _TFHD_DEFAULT_BASE_IS_MOOF = 0x020000
 _OPUS_RATE = 48000  # Opus always decodes at 48 kHz (RFC 7845)
+# PreSkip of an Opus track made from the codec name alone: libopus' lookahead at 48 kHz (6.5 ms), what a
+# browser's encoder (libopus) puts before its first packet, and what sfu/to_hub.py's OpusHead says
+# (opus_head()'s default), so an init from the name alone is the one from that head, byte for byte. A
+# live viewer joins mid-stream, where nothing was padded: the decoder drops the first 312 samples it
+# makes, which come from a decoder without history (RFC 7845 4.6 wants 80 ms of pre-roll to converge),
+# so nothing worth hearing is lost; 0 would play those too.
+_OPUS_PRE_SKIP = 312
 
 
 class CmafError(ValueError):
@@ -133,6 +150,11 @@ def _opus_entry(head: bytes) -> bytes:
     mapping = head[19:21 + channels] if family else b""  # stream count, coupled count, channel mapping
     dops = struct.pack(">BBHIhB", 0, channels, pre_skip, input_rate, gain, family) + mapping
     return _audio_entry(b"Opus", channels, _OPUS_RATE, _box(b"dOps", dops))
+
+
+def opus_config(dts: int = 0, channels: int = 2) -> AccessUnit:
+    """An Opus config unit from the codec name alone: WebRTC's opus/48000/2 brings no OpusHead."""
+    return AccessUnit(AUDIO, "opus", dts, dts, opus.opus_head(channels, _OPUS_RATE, _OPUS_PRE_SKIP), config=True)
 
 
 def _track(unit: AccessUnit) -> _Track:
@@ -233,10 +255,13 @@ class CmafWriter:
     """One stream's fMP4: ``init`` once, then ``push`` units and ``flush`` parts (see the module doc)."""
 
     def __init__(self, configs: Iterable[AccessUnit]) -> None:
-        """`configs`: the stream's config units, at most one per kind (for Opus without one from
-        the source, pass ``opus.opus_head()`` as a config unit). Raises UnsupportedCodec."""
+        """`configs`: the stream's config units, at most one per kind. Opus needs no OpusHead: a
+        config unit without a payload, or an Opus media unit, stands for `opus_config()` (stereo).
+        Raises UnsupportedCodec."""
         self._configs: dict[str, AccessUnit] = {}
         for unit in configs:
+            if unit.kind == AUDIO and unit.codec == "opus" and not (unit.config and unit.payload):
+                unit = opus_config(unit.dts)
             if not unit.config or unit.kind in self._configs:
                 raise CmafError(f"expected one config unit per kind, got {unit.kind}/{unit.codec}")
             self._configs[unit.kind] = unit

@@ -1,4 +1,4 @@
-"""Low-Latency HLS from the hub: one CMAF writer and LL playlist per live H.264(+AAC) stream, in memory.
+"""Low-Latency HLS from the hub: one CMAF writer and LL playlist per live H.264(+AAC/Opus) stream, in memory.
 
 Per stream, never per viewer: a hub reader's task pushes units into `CmafWriter` (media/hls/cmaf.py)
 on the event loop (pure Python, a few us a unit: no thread hop) and reports parts and segment ends to
@@ -34,9 +34,8 @@ from urllib.parse import parse_qsl
 from media.http_server import HttpConnection, HttpRequest
 from media.hub.stream import Stream
 from media.hub.unit import AUDIO, TIME_BASE, VIDEO, AccessUnit
-from media.hub.viewers import PlayRefused
 
-from .cmaf import CmafError, CmafWriter
+from .cmaf import CmafError, CmafWriter, opus_config
 from .ll_playlist import (
     BadRequest,
     DirectiveError,
@@ -164,7 +163,8 @@ class LowLatencyStream:
                     self._late_audio = True
                     log.warning("llhls %s: audio started after the first picture: not in LL-HLS for this publish",
                                 self.public_id)
-            elif unit.payload != self._configs[unit.kind].payload:
+            elif unit.payload != self._configs[unit.kind].payload and unit.codec != "opus":
+                # (An OpusHead after the init keeps it: packets carry their channel count, PreSkip is for the start.)
                 self._fail(f"{unit.kind} config changed mid-stream (a new init section is not supported yet)")
             return False
         writer = self._writer
@@ -235,6 +235,8 @@ class LowLatencyStream:
         if VIDEO not in self._configs:
             self._fail(f"LL-HLS needs H.264 video, got {keyframe.codec} without its configuration")
             return False
+        if AUDIO not in self._configs and self.stream.audio_codec == "opus":
+            self._configs[AUDIO] = opus_config(keyframe.dts)  # WebRTC's Opus: no OpusHead needed, nor one yet
         try:
             self._writer = CmafWriter(self._configs.values())
         except CmafError as exc:
@@ -480,15 +482,8 @@ class LowLatencyService:
     async def _counted_playlist(self, conn: HttpConnection, req: HttpRequest, ll: LowLatencyStream, ctx: str) -> None:
         """A player's playlist request: its session opens with the first (the on_play hook asked)."""
         assert self.players is not None
-        try:
-            allowed = await self.players.playlist(ll.public_id, ctx, conn.peer)
-        except PlayRefused as refused:
-            conn.respond(403, f"{refused.reason}: {refused.message}\n", keep_alive=False)
-            return
-        if not allowed:
-            conn.respond(403, "dropped by staff\n", keep_alive=False)
-            return
-        self._playlist(conn, req, ll)
+        if await self.players.admit(conn, ll.public_id, ctx):
+            self._playlist(conn, req, ll)
 
     @staticmethod
     def _playlist(conn: HttpConnection, req: HttpRequest, ll: LowLatencyStream) -> None:
