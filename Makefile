@@ -56,6 +56,7 @@ endif
 bench: $(STAMP) test-tools
 	$(PY) -m bench
 	$(PY) -m bench.hls_serve
+	$(PY) -m bench.llhls
 	$(PY) -m bench.sfu
 	$(PY) -m bench.bridges
 	$(PY) -m bench.transcode
