@@ -52,7 +52,8 @@ endif
 # RTMP <-> WebRTC bridges (next to the fan-out and HLS figures the first step wrote to bench/out/),
 # then the transcoding bridges' CPU against an ffmpeg command line, then recording (against
 # nginx-rtmp's record all, and finalizing against ffmpeg's faststart remux), then several media
-# nodes (streams held by one node vs two, publish to first frame through nginx vs straight).
+# nodes (streams held by one node vs two, publish to first frame through nginx vs straight), then how far
+# behind live each way of watching plays in Chromium (LL-HLS, HLS, nginx-rtmp's HLS, HTTP-FLV).
 bench: $(STAMP) test-tools
 	$(PY) -m bench
 	$(PY) -m bench.hls_serve
@@ -62,6 +63,7 @@ bench: $(STAMP) test-tools
 	$(PY) -m bench.transcode
 	$(PY) -m bench.record
 	$(PY) -m bench.nodes
+	$(PY) -m bench.latency
 
 # Soak, not in CI (an hour, and it loads the machine): 4 publishers (3 RTMP, 1 WHIP), 100 RTMP + 50 HTTP-FLV
 # readers, 20 HLS players and 10 WHEP viewers joining and leaving all the time, a publisher SIGKILLed and

@@ -68,6 +68,7 @@ http {{
             }}
             root {prefix};
             add_header Cache-Control no-cache;
+            add_header Access-Control-Allow-Origin "*";  # hls.js on another origin (bench/latency.py)
         }}
     }}
 }}

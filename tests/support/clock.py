@@ -15,9 +15,10 @@ BITS = 20  # centiseconds: 2^20 cs is 2.9 hours, far more than a test runs
 BOX = 16
 
 
-def clock_publisher(url: str, t0_us: int) -> subprocess.Popen:
+def clock_publisher(url: str, t0_us: int, *more_urls: str) -> subprocess.Popen:
     """testsrc2 at 30 fps with its wall clock (s since T0, to 10 ms) burned in; 1 s GOP, as LL-HLS
-    needs (segments start on keyframes); AAC sine. The pictures' own timestamps stay regular."""
+    needs (segments start on keyframes); AAC sine. The pictures' own timestamps stay regular. With
+    `more_urls`, the same encoded stream goes to every URL (ffmpeg's tee muxer)."""
     chain = [f"testsrc2=size=640x360:rate=30,settb=expr=1/1000,setpts='(RTCTIME-{t0_us})/(TB*1000000)'",
              f"drawbox=x=0:y=0:w={BOX * (BITS + 1)}:h={BOX + 8}:color=black:t=fill"]
     chain += [f"drawbox=x={BOX // 2 + BOX * k}:y=4:w={BOX}:h={BOX}:color=white:t=fill:"
@@ -27,7 +28,7 @@ def clock_publisher(url: str, t0_us: int) -> subprocess.Popen:
         [require_tool("ffmpeg"), "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", ",".join(chain),
          "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
          "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30", "-keyint_min", "30",
-         "-b:v", "1000k", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k", "-f", "flv", url],
+         "-b:v", "1000k", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k", *_outputs(url, *more_urls)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -50,3 +51,11 @@ function frame() {
 }
 video.requestVideoFrameCallback(frame);
 """
+
+
+def _outputs(*urls: str) -> list[str]:
+    if len(urls) == 1:
+        return ["-f", "flv", urls[0]]
+    # The tee muxer has no global header of its own: ask the encoders for one (FLV's sequence headers).
+    return ["-map", "0:v", "-map", "1:a", "-flags", "+global_header", "-f", "tee",
+            "|".join(f"[f=flv:onfail=ignore]{url}" for url in urls)]
