@@ -10,8 +10,10 @@ measured.
 
 Ways: `llhls` (hls.js lowLatencyMode on `play_urls.llhls`), `hls` (hls.js, default config, our
 MPEG-TS playlist), `nginx-hls` (hls.js, default config, nginx-rtmp's playlist), `flv` (mpegts.js
-on our HTTP-FLV, the watch page's settings). WebRTC is not in this run: Chromium's WebRTC needs
-a loopback-only network namespace here; its RTMP -> WebRTC figure is the Bridges section's.
+on our HTTP-FLV, the watch page's settings), `webrtc` (the room's own watch page, WHEP: H.264 as
+published, the AAC as Opus). Chromium pairs its eth0 socket with a loopback ICE candidate, so the
+whole run (publisher, both servers, browser) re-executes itself inside a fresh network namespace
+with only `lo` (`unshare --net`, root), as tests/sfu/browser_netns.py does.
 """
 from __future__ import annotations
 
@@ -20,17 +22,20 @@ import contextlib
 import functools
 import http.server
 import json
+import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 from tests.support.api import api, create_room, register
-from tests.support.browser import chromium
+from tests.support.browser import WEBRTC_FLAGS, chromium
 from tests.support.clock import BITS, BOX, READ_CLOCK, clock_publisher
-from tests.support.procs import ROOT, Service
+from tests.support.procs import ROOT, Service, require_tool
 
 from . import report
 from .nginx_rtmp import NginxRtmp
@@ -78,9 +83,9 @@ def page_server():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def measure(page: str, kind: str, url: str, t0_us: int, settle: float, seconds: float) -> dict:
-    with chromium() as browser:
-        browser.get(f"{page}?kind={kind}&url={url}")
+def measure(kind: str, page_url: str, t0_us: int, settle: float, seconds: float) -> dict:
+    with chromium(WEBRTC_FLAGS if kind == "webrtc" else None) as browser:
+        browser.get(page_url)
         started = time.monotonic()
         while browser.execute_script("return document.getElementById('video').currentTime") < 0.5:
             if time.monotonic() - started > 30:
@@ -91,6 +96,9 @@ def measure(page: str, kind: str, url: str, t0_us: int, settle: float, seconds: 
         time.sleep(seconds)
         samples = [s for _, s in browser.execute_script("return window.__behind")]
         errors = browser.execute_script("return window.playerErrors")
+        state = browser.execute_script("const s = document.getElementById('player-state'); return s && s.textContent")
+    if kind == "webrtc" and state != "playing webrtc":  # the watch page fell back to HLS: not this way's figure
+        return {"way": kind, "error": f"the watch page says {state!r}", "player_errors": errors}
     good = sorted(s for s in samples if 0 < s < 30)
     if not good:
         return {"way": kind, "error": f"no frame read ({len(samples)} presented)", "player_errors": errors}
@@ -99,9 +107,12 @@ def measure(page: str, kind: str, url: str, t0_us: int, settle: float, seconds: 
 
 
 PLAYERS = {"llhls": "hls.js 1.7.4, lowLatencyMode", "hls": "hls.js 1.7.4, default config",
-           "nginx-hls": "hls.js 1.7.4, default config", "flv": "mpegts.js 1.8.2, no stash buffer"}
+           "nginx-hls": "hls.js 1.7.4, default config", "flv": "mpegts.js 1.8.2, no stash buffer",
+           "webrtc": "Chromium RTCPeerConnection (the watch page)"}
 SERVERS = {"llhls": "MicroVibe LL-HLS (0.2 s parts, 1 s segments)", "hls": "MicroVibe HLS (2 s segments)",
-           "nginx-hls": "nginx-rtmp HLS (2 s fragments)", "flv": "MicroVibe HTTP-FLV"}
+           "nginx-hls": "nginx-rtmp HLS (2 s fragments)", "flv": "MicroVibe HTTP-FLV",
+           "webrtc": "MicroVibe WHEP (RTMP -> WebRTC, AAC -> Opus)"}
+WAYS = "llhls,hls,nginx-hls,flv,webrtc"
 
 
 def table(results: list[dict], seconds: float, settle: float) -> str:
@@ -110,7 +121,8 @@ def table(results: list[dict], seconds: float, settle: float) -> str:
     lines = [f"Run {m['date_utc']} at commit {m['git_commit']}: {meta}. "
              f"Command: `python -m bench.latency`. One 640x360 30 fps H.264 (1 s GOP) + AAC ffmpeg publisher with "
              f"its clock in the picture, the same stream to both servers (tee); each way in headless Chromium, "
-             f"{settle:g} s after the picture starts, then {seconds:g} s measured, one way at a time.", "",
+             f"{settle:g} s after the picture starts, then {seconds:g} s measured, one way at a time; "
+             f"all inside one loopback-only network namespace.", "",
              "| way | server | player | behind p50 s | p90 s | max s | frames read |", "|---|---|---|---|---|---|---|"]
     for r in results:
         if "error" in r:
@@ -137,9 +149,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--settle", type=float, default=5.0)
-    parser.add_argument("--only", default="llhls,hls,nginx-hls,flv")
+    parser.add_argument("--only", default=WAYS)
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()
+    if os.environ.get(NETNS_MARK) != "1":
+        sys.exit(in_loopback_namespace())
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    run(args)
+
+
+NETNS_MARK = "MV_BENCH_IN_NETNS"
+
+
+def in_loopback_namespace() -> int:
+    """This bench again, inside a new network namespace that has only `lo` (Chromium's WebRTC)."""
+    if os.geteuid() != 0:
+        sys.exit("bench.latency runs in its own network namespace (`unshare --net`): run it as root")
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")} | {NETNS_MARK: "1"}
+    return subprocess.run([require_tool("unshare"), "--net", sys.executable, "-m", "bench.latency", *sys.argv[1:]],
+                          cwd=ROOT, env=env).returncode
+
+
+def run(args: argparse.Namespace) -> None:
     ways = args.only.split(",")
     results = []
     with Service(env={"LLHLS_ENABLED": "1"}) as service, NginxRtmp(hls=True) as nginx, page_server() as page:
@@ -153,8 +184,10 @@ def main() -> None:
             time.sleep(8)  # live on both, a few segments written
             urls = api(service, f"/api/v1/live/{public_id}")[1]["data"]["play_urls"]
             targets = {"llhls": urls["llhls"], "hls": urls["hls"], "nginx-hls": nginx_hls, "flv": urls["flv"]}
+            pages = {way: f"{page}?kind={way}&url={url}" for way, url in targets.items()}
+            pages["webrtc"] = service.url(f"/live/{public_id}?player=webrtc")
             for way in ways:
-                result = measure(page, way, targets[way], t0_us, args.settle, args.seconds)
+                result = measure(way, pages[way], t0_us, args.settle, args.seconds)
                 print(way, {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}, flush=True)
                 results.append(result)
         finally:
