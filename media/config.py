@@ -57,9 +57,12 @@ class MediaConfig:
     memory_trim_every: float = 60.0  # s between giving freed heap pages back (media/memory.py); 0: never
     malloc_mmap_threshold: int = 128 << 10  # bytes: larger blocks are mapped on their own (media/memory.py)
     rtmp_merged_read_ms: float = 60.0  # a publisher's reads wait for this much of its bytes (media/merged_read.py)
-    # s a stream stays open for its viewers after its RTMP publisher's connection dropped without an
+    # s a stream stays open for its viewers after its publisher's connection dropped without an
     # unpublish; the same room publishing again within it continues the stream and its session. 0: off.
     publish_grace: float = 10.0
+    # s without a unit from a live publisher after which a new publish with the room's key takes
+    # over (the old connection is dead though its transport has not said so yet); needs the grace.
+    publish_takeover_after: float = 2.0
     # Media HTTP server: request head limit (bytes) and read timeout (s).
     http_max_header: int = 16 << 10
     http_header_timeout: float = 10.0
@@ -124,6 +127,7 @@ class MediaConfig:
             rtmp_handshake_timeout=_float(env, "RTMP_HANDSHAKE_TIMEOUT", d.rtmp_handshake_timeout),
             rtmp_merged_read_ms=_float(env, "RTMP_MERGED_READ_MS", d.rtmp_merged_read_ms),
             publish_grace=_float(env, "PUBLISH_GRACE", d.publish_grace),
+            publish_takeover_after=_float(env, "PUBLISH_TAKEOVER_AFTER", d.publish_takeover_after),
             memory_trim_every=_float(env, "MEMORY_TRIM_EVERY", d.memory_trim_every),
             malloc_mmap_threshold=_int(env, "MALLOC_MMAP_THRESHOLD", d.malloc_mmap_threshold),
             http_max_header=_int(env, "MEDIA_HTTP_MAX_HEADER", d.http_max_header),

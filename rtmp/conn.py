@@ -255,8 +255,9 @@ class RtmpConnection(asyncio.Protocol):
     async def _authorize_publish(self, key: str, stream_id: int) -> None:
         control = self.server.control
         registry = self.server.registry
-        # A room whose stream waits for its publisher (reconnect grace) may be published again.
-        held = registry.held_sessions()
+        # A room whose stream waits for its publisher (reconnect grace), or whose publisher here
+        # fell silent, may be published again: the stream and its session continue.
+        held = registry.resumable()
         resumable = {"resumable": held} if held else {}
         try:
             try:
@@ -282,6 +283,7 @@ class RtmpConnection(asyncio.Protocol):
                 self.server.report_end(grant.session_id, PUBLISHER_LEFT, self.codec.bytes_received, 0)
             return
         if resumed:
+            await registry.take_over(public_id)
             held = registry.resume(public_id, grant.session_id, self, protocol="rtmp", client_addr=self.peer)
             if held is None:  # its grace ended (and so its session) while this publish was authorized
                 self._refuse_publish(stream_id, key, "grace_over",
@@ -291,7 +293,8 @@ class RtmpConnection(asyncio.Protocol):
             self._bytes_before = held.bytes_received
         else:
             try:
-                self.stream = registry.start(public_id, publisher=self, protocol="rtmp", client_addr=self.peer)
+                self.stream = registry.start(public_id, publisher=self, protocol="rtmp", client_addr=self.peer,
+                                             session_id=grant.session_id)
             except StreamAlreadyLive:
                 self.server.report_end(grant.session_id, ERROR, self.codec.bytes_received, 0)
                 self._refuse_publish(stream_id, key, "already_live",
@@ -364,6 +367,11 @@ class RtmpConnection(asyncio.Protocol):
         """Staff action (registry's MediaControl): close this publisher now."""
         self._end_publish(normalize_end_reason(reason))
         self.abort("dropped")
+
+    async def lost(self) -> None:
+        """A new publish takes over from this silent one (registry.take_over): as a lost connection."""
+        self._end_publish(PUBLISHER_LEFT, grace=True)
+        self.abort("taken over")
 
     # ------------------------------------------------------------- play
 

@@ -72,6 +72,10 @@ class BroadcastPublisher:
     def drop(self, reason: str) -> None:
         close_soon(self.session.close(normalize_end_reason(reason)))
 
+    async def lost(self) -> None:
+        """A new publish takes over from this silent one: as if its ICE consent had run out."""
+        await self.session.close("timeout")
+
 
 _closing: set[asyncio.Task] = set()  # closes in flight: a task nobody references may be collected
 
@@ -136,9 +140,13 @@ class Sfu:
             codec_choose(media, settings.RTC_VIDEO_CODECS if media.kind == "video" else settings.RTC_AUDIO_CODECS)
         if not stream_key:
             raise SfuError(401, "no_key", "send the stream key as Authorization: Bearer <stream key>")
+        # A room whose stream waits for its publisher (reconnect grace), or whose publisher here
+        # fell silent, may be published again: the stream and its session continue.
+        resumable = self.registry.resumable()
         try:
             grant = await media_api.publish_authorize(stream_key=stream_key, protocol="webrtc",
-                                                      expected_public_id=public_id, client_addr=client_addr)
+                                                      expected_public_id=public_id, client_addr=client_addr,
+                                                      **({"resumable": resumable} if resumable else {}))
         except media_api.PublishRefused as refused:
             self.registry.publish_refused[refused.reason] += 1
             if refused.reason == "hook_refused":
@@ -148,26 +156,52 @@ class Sfu:
             if refused.reason == "wrong_room":
                 raise SfuError(403, "wrong_room", "this stream key belongs to another room") from None
             raise SfuError(401, "bad_key", "unknown or rotated stream key") from None
-        room = self.room(public_id)
         try:
             session, answer = await publisher_open(offer, on_closed=self._broadcast_closed)
         except SfuError:
-            await self._end_session(grant, "error", 0, 0)
+            if not grant.resumed:  # a resumed session is still the held stream's
+                await self._end_session(grant, "error", 0, 0)
             raise
-        try:
-            stream = self.registry.start(public_id, BroadcastPublisher(session), protocol="webrtc",
-                                         keyframe_source=session.source.request_keyframe, client_addr=client_addr)
-        except StreamAlreadyLive:
-            self.registry.publish_refused["already_live"] += 1
-            await session.abort()
-            await self._end_session(grant, "error", 0, 0)
-            raise SfuError(409, "already_live", "this room already has a publisher") from None
+        stream = await (self._resume if grant.resumed else self._start)(grant, session, client_addr)
         session.attach(stream)
+        room = self.room(public_id)
         room.broadcast, room.grant = session, grant
         session.room = room  # type: ignore[attr-defined]
         self._opened(session)
         log.info("sfu: %s publishing %s over WebRTC", public_id, session.codecs)
         return session, answer
+
+    async def _start(self, grant: media_api.PublishGrant, session: PublisherSession, client_addr: str) -> Stream:
+        try:
+            return self.registry.start(grant.public_id, BroadcastPublisher(session), protocol="webrtc",
+                                       keyframe_source=session.source.request_keyframe, client_addr=client_addr,
+                                       session_id=grant.session_id)
+        except StreamAlreadyLive:
+            self.registry.publish_refused["already_live"] += 1
+            await session.abort()
+            await self._end_session(grant, "error", 0, 0)
+            raise SfuError(409, "already_live", "this room already has a publisher") from None
+
+    async def _resume(self, grant: media_api.PublishGrant, session: PublisherSession, client_addr: str) -> Stream:
+        """Continue the room's held stream (or take over from its silent publisher here)."""
+        await self.registry.take_over(grant.public_id)
+        held = self.registry.resume(grant.public_id, grant.session_id, BroadcastPublisher(session),
+                                    protocol="webrtc", keyframe_source=session.source.request_keyframe,
+                                    client_addr=client_addr)
+        if held is None:  # its grace ended (and so its session) while this publish was authorized
+            self.registry.publish_refused["grace_over"] += 1
+            await session.abort()
+            raise SfuError(409, "grace_over", "the room's stream ended meanwhile; publish again")
+        session.bytes_before = held.bytes_received
+        log.info("sfu: %s: WebRTC publisher back, the stream continues", grant.public_id)
+        return held.stream
+
+    def _session_ender(self, grant: media_api.PublishGrant, stream: Stream):
+        """What ends a held stream's session (after the grace, or a staff drop during it)."""
+        def end_session(reason: str, received: int) -> None:
+            close_soon(self._end_session(grant, normalize_end_reason(reason), received, stream.peak_viewers))
+
+        return end_session
 
     async def _end_session(self, grant: media_api.PublishGrant, reason: str, received: int, peak: int) -> None:
         try:
@@ -184,12 +218,20 @@ class Sfu:
         grant, room.broadcast, room.grant = room.grant, None, None
         ended = {"closed": "publisher_left", "timeout": "publisher_left"}.get(reason, reason)
         stream = session.stream
+        received = session.bytes_before + session.bytes_received
         peak = 0
+        # Its peer vanished (no WHIP DELETE, no socket stop): hold the stream for a reconnect.
+        if stream is not None and grant is not None and reason == "timeout" and self.registry.hold(
+                room.public_id, stream, ended, session_id=grant.session_id, bytes_received=received,
+                end_session=self._session_ender(grant, stream)):
+            self._forget_room_if_empty(room)
+            log.info("sfu: %s WebRTC publisher lost, %d bytes in", room.public_id, received)
+            return
         if stream is not None:
             self.registry.end(room.public_id, ended, stream=stream)  # every viewer, any protocol, ends
             peak = stream.peak_viewers
         if grant is not None:
-            await self._end_session(grant, ended, session.bytes_received, peak)
+            await self._end_session(grant, ended, received, peak)
         self._forget_room_if_empty(room)
         log.info("sfu: %s WebRTC publisher gone (%s)", room.public_id, reason)
 

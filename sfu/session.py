@@ -136,6 +136,7 @@ class PublisherSession(Session):
         self._throttles: list[KeyframeThrottle] = []
         self.source = WebRtcSource(self._request_keyframe)
         self.codecs: dict[str, str] = {}  # kind -> negotiated mime type
+        self.bytes_before = 0  # received by the earlier publishes of a resumed stream (reconnect grace)
 
     def _request_keyframe(self) -> None:
         for throttle in self._throttles:

@@ -8,6 +8,11 @@ Reconnect grace: a source whose connection dropped without an unpublish ``hold``
 instead of ending it. Viewers and readers stay; the same room publishing again within
 ``publish_grace`` s ``resume``s it (same stream, same live session); else the stream ends when
 the grace is over, with the reason the drop had. A staff drop ends a held stream at once.
+
+A dead connection is not always seen at once (a WebRTC peer's ICE consent runs out after
+RTC_PEER_TIMEOUT, a silent TCP peer's after the idle timeout): a live stream whose publisher has
+sent nothing for ``publish_takeover_after`` s is ``resumable`` too, and the new publish that
+continues it ``take_over``s: the old publisher is treated as lost (its stream held), then resumed.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ class Publisher(Protocol):
     def drop(self, reason: str) -> None:
         """Close the publisher now and end its session with ``reason``."""
 
+    async def lost(self) -> None:
+        """Close the publisher as if its connection had dropped: its stream is held (the grace)."""
+
 
 @dataclass(slots=True)
 class Held:
@@ -60,11 +68,13 @@ class StreamRegistry:
         self.config = config
         self._streams: dict[str, Stream] = {}
         self._publishers: dict[str, Publisher] = {}
+        self._session_ids: dict[str, int] = {}  # public id -> the live session of its stream, when known
         # Per-stream readers that follow every live stream (the HLS segmenter, recorders).
         self.on_start: list[Callable[[Stream], None]] = []
         self.on_resume: list[Callable[[Stream], None]] = []  # a held stream's new publisher
         self._held: dict[str, Held] = {}
         self.resumed = 0
+        self.taken_over = 0  # silent publishers a new publish replaced
         self.started = 0
         self.ended = 0
         self.viewers = ViewerSessions()  # every player of every stream here, any protocol
@@ -74,11 +84,13 @@ class StreamRegistry:
         self.slow_ended = (0, 0)  # Stream.slow_counts() of the streams that ended
 
     def start(self, public_id: str, publisher: Publisher | None = None, *, protocol: str = "",
-              keyframe_source: Callable[[], None] | None = None, client_addr: str = "") -> Stream:
+              keyframe_source: Callable[[], None] | None = None, client_addr: str = "",
+              session_id: int | None = None) -> Stream:
         """Open the stream of a room; raises StreamAlreadyLive if it has a publisher.
 
         ``protocol`` names the source ("rtmp", "webrtc"); ``keyframe_source`` asks it for a
-        keyframe (None: it cannot, readers start from the GOP cache).
+        keyframe (None: it cannot, readers start from the GOP cache); ``session_id`` (its live
+        session) lets a new publish take over when this one falls silent (``resumable``).
         """
         if public_id in self._streams:
             raise StreamAlreadyLive(public_id)
@@ -89,6 +101,8 @@ class StreamRegistry:
         self._streams[public_id] = stream
         if publisher is not None:
             self._publishers[public_id] = publisher
+        if session_id is not None:
+            self._session_ids[public_id] = session_id
         self.started += 1
         for listener in self.on_start:
             try:
@@ -109,6 +123,7 @@ class StreamRegistry:
             return None
         del self._streams[public_id]
         self._publishers.pop(public_id, None)
+        self._session_ids.pop(public_id, None)
         held = self._held.pop(public_id, None)
         if held is not None:
             if held.timer is not None:
@@ -150,6 +165,30 @@ class StreamRegistry:
     def held_sessions(self) -> dict[str, int]:
         """Rooms whose stream waits for its publisher: public id -> live session id."""
         return {public_id: held.session_id for public_id, held in self._held.items()}
+
+    def resumable(self) -> dict[str, int]:
+        """Rooms a new publish may continue (public id -> live session id): the held streams, and
+        live ones whose publisher has sent nothing for ``publish_takeover_after`` s."""
+        found = self.held_sessions()
+        after = self.config.publish_takeover_after
+        if self.config.publish_grace > 0 and after > 0:
+            for public_id, session_id in self._session_ids.items():
+                stream = self._streams[public_id]
+                if public_id not in found and public_id in self._publishers and stream.silent_for() >= after:
+                    found[public_id] = session_id
+        return found
+
+    async def take_over(self, public_id: str) -> None:
+        """A publish was granted to continue this room's stream (``resumable``) while its old,
+        silent publisher is still here: that one is lost, and its stream held for ``resume``."""
+        publisher = self._publishers.get(public_id)
+        if publisher is None or public_id in self._held:
+            return
+        stream = self._streams[public_id]
+        log.info("stream %s: its publisher sent nothing for %.1f s; a new publish takes over", public_id,
+                 stream.silent_for())
+        self.taken_over += 1
+        await publisher.lost()
 
     def resume(self, public_id: str, session_id: int, publisher: Publisher | None = None, *, protocol: str = "",
                keyframe_source: Callable[[], None] | None = None, client_addr: str = "") -> Held | None:

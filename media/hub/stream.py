@@ -146,6 +146,7 @@ class Stream:
         self._flush_now = False  # few viewers: flush every entry at once instead of per tick
         # Counters.
         self.started_at = time.time()  # wall clock, for the stats' uptime
+        self.last_arrived = clock()  # when the newest unit came from the source (or the stream opened)
         self.source_addr = ""  # the publisher's address ("ip:port"), for the stats
         self.bytes_in = 0
         self.units_in = 0
@@ -195,6 +196,7 @@ class Stream:
         delta = None if prev_ts is None or kind == DATA else ts - prev_ts
         if arrived is None:
             arrived = self.clock()
+        self.last_arrived = arrived
         if kind == DATA:
             entry = Entry(unit, ts, None, False, arrived)
             if unit.config:
@@ -450,6 +452,10 @@ class Stream:
         return tuple(self._readers)
 
     # ------------------------------------------------------------------ reconnect grace
+
+    def silent_for(self) -> float:
+        """Seconds since the source's newest unit (since the stream opened, before any)."""
+        return self.clock() - self.last_arrived
 
     def hold(self) -> None:
         """The publisher is gone without an unpublish: keep every viewer and reader, wait."""

@@ -1,22 +1,25 @@
 """Reconnect grace: an RTMP publisher whose connection dies (SIGKILL, no unpublish) and comes back
 within PUBLISH_GRACE continues the same stream. Its RTMP, HTTP-FLV and WHEP viewers stay connected
 and decode the second publish, timestamps continue forward, HLS marks a discontinuity, and the
-room has one live session. A staff drop during the grace ends it at once."""
+room has one live session. A staff drop during the grace ends it at once. A WHIP publisher whose
+process dies (its peer connection silent, not closed) is taken over by the next publish with its key
+after PUBLISH_TAKEOVER_AFTER s of silence, and continues the same way."""
 from __future__ import annotations
 
 import asyncio
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
 from sfu.aiortc_hooks import h264_profiles_register
-from tests.sfu.clients import whep_subscribe
+from tests.sfu.clients import PatternVideo, ToneAudio, http_async, whep_subscribe, whip_publish
 from tests.support.api import api, create_room, register
 from tests.support.hls import media_playlist
 from tests.support.media import FPS, assert_clean, framemd5_frames, live_frames, pyav_errors, wait_until
-from tests.support.procs import Service, require_tool
+from tests.support.procs import ROOT, Service, require_tool
 
 from .test_rtmp_ingest import flv_url, room_status, rtmp_play_url, start_publisher, stop
 
@@ -149,3 +152,110 @@ def test_a_staff_drop_during_the_grace_ends_the_stream_at_once(service, room):
     finally:
         stop(publisher)
         stop(viewer)
+
+
+def killable_publisher(service, room) -> subprocess.Popen:
+    publisher = subprocess.Popen([sys.executable, "-m", "tests.e2e.killable_publisher", service.url(""),
+                                  room["room"]["room_id"], room["stream_key"]], cwd=ROOT, stdout=subprocess.PIPE,
+                                 text=True)
+    assert publisher.stdout.readline().strip() == "publishing", service.log()[-2000:]
+    assert wait_until(lambda: room_status(service, room) == "live", 10)
+    return publisher
+
+
+async def test_a_vanished_whip_publisher_is_taken_over_and_continues_for_every_viewer(service, room):
+    public_id = room["room"]["room_id"]
+    first = await asyncio.to_thread(killable_publisher, service, room)
+    pcs = []
+    try:
+        await asyncio.sleep(2)  # the Opus -> AAC bridge is up for the RTMP and FLV viewers
+        viewers = {name: ffmpeg_viewer(url) for name, url in
+                   (("rtmp", rtmp_play_url(service, room)), ("flv", flv_url(service, room)))}
+        with pyav_errors() as errors:
+            pc, _, collectors = await whep_subscribe(service.url(""), public_id, kinds=("video",))
+            pcs.append(pc)
+            video = await asyncio.wait_for(collectors["video"], 10)
+            await asyncio.wait_for(video.first, 10)
+            await asyncio.sleep(4)
+            first.send_signal(signal.SIGKILL)  # no WHIP DELETE, no DTLS close: its ICE consent would run 15 s
+            first.wait(5)
+            killed = time.monotonic()
+            with pytest.raises(AssertionError, match="409"):  # too soon: it may be a pause in its media
+                await whip_publish(service.url(""), public_id, room["stream_key"], [PatternVideo(320, 180, 30)],
+                                   video_codec="H264")
+            await asyncio.sleep(2.5)  # PUBLISH_TAKEOVER_AFTER (2 s) of silence
+            assert room_status(service, room) == "live"
+            assert all(v.poll() is None for v in viewers.values()), {n: v.poll() for n, v in viewers.items()}
+            second, resource = await whip_publish(service.url(""), public_id, room["stream_key"],
+                                                  [PatternVideo(320, 180, 30), ToneAudio()], video_codec="H264")
+            pcs.append(second)
+            resumed = time.monotonic()
+            assert resumed - killed < 5
+            await asyncio.sleep(5)
+        assert errors == [], errors
+        assert pc.connectionState == "connected"
+        after = [t for t, *_ in video.frames if t > resumed]
+        assert len(after) >= 3 * FPS, f"{len(after)} pictures over WHEP in the 5 s after the new publisher"
+        assert video.rate(resumed + 1.5) >= 27, video.rate(resumed + 1.5)
+
+        for name, viewer in viewers.items():
+            out, err = await asyncio.to_thread(viewer.communicate, timeout=30)
+            counts, pts, starts = framemd5_frames(out)
+            decoded = _decoded(counts, pts, viewer.returncode, err)
+            assert_clean(decoded, video=live_frames(WATCH, start=pts[0], slack=3), max_gap=RESUME_GAP, what=name)
+            assert all(b > a for a, b in zip(pts, pts[1:], strict=False)), name
+            assert counts["audio"] > 0, name
+
+        log = service.log()
+        assert "a new publish takes over" in log and "WebRTC publisher back" in log, log[-3000:]
+        status, _, _ = await http_async("DELETE", resource)  # a clean end: no grace
+        assert status == 200
+        assert wait_until(lambda: sessions(service, room)[-1][1] is not None, 10), service.log()[-3000:]
+        rows = sessions(service, room)
+        assert len(rows) == 1, rows  # one live session for both publishes
+        assert rows[0][2] == "publisher_left" and rows[0][3] > 100_000, rows
+    finally:
+        for peer in pcs:
+            await peer.close()
+        stop(first)
+
+
+def test_a_frozen_rtmp_publisher_is_taken_over(service, room):
+    """OBS on a dead link: its TCP connection stays open but nothing comes. A publish with the key
+    within 2 s is refused (it may be a pause); after PUBLISH_TAKEOVER_AFTER it takes over."""
+    first = start_publisher(service, room)
+    viewer = ffmpeg_viewer(rtmp_play_url(service, room))
+    second = None
+    try:
+        time.sleep(3)
+        first.send_signal(signal.SIGSTOP)  # the socket stays open, silent
+        assert ffmpeg_publish_refused(service, room), service.log()[-2000:]
+        assert "already_live" in service.log()
+        time.sleep(2.5)
+        second = start_publisher(service, room)
+        out, err = viewer.communicate(timeout=30)
+        counts, pts, _ = framemd5_frames(out)
+        assert_clean(_decoded(counts, pts, viewer.returncode, err), video=live_frames(WATCH, start=pts[0], slack=3),
+                     max_gap=RESUME_GAP, what="rtmp viewer")
+        assert "a new publish takes over" in service.log()
+        assert len(sessions(service, room)) == 1 and sessions(service, room)[0][1] is None
+    finally:
+        first.send_signal(signal.SIGCONT)
+        stop(first)
+        stop(viewer)
+        if second is not None:
+            stop(second)
+
+
+def ffmpeg_publish_refused(service, room) -> bool:
+    """A second ffmpeg publish with the room's key, at once: True when the server refused it."""
+    from tests.support.media import ffmpeg_publish
+
+    publisher = ffmpeg_publish(f"rtmp://127.0.0.1:{service.rtmp_port}/live/{room['stream_key']}")
+    try:
+        publisher.wait(10)
+    except subprocess.TimeoutExpired:
+        return False
+    finally:
+        stop(publisher)
+    return publisher.returncode != 0

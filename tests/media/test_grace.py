@@ -104,3 +104,44 @@ async def test_no_grace_when_it_is_off_or_for_another_session():
     assert registry.resume("room", 8, _Publisher(), protocol="rtmp") is None  # not that session's stream
     registry.close_all("error")
     assert ends.calls == [("error", 1000)]
+
+
+class _Silent(_Publisher):
+    """A publisher whose connection died unseen: when taken over it drops as a lost connection would."""
+
+    def __init__(self, registry: StreamRegistry, ends: _Ends) -> None:
+        super().__init__()
+        self.registry, self.ends, self.lost_calls = registry, ends, 0
+
+    async def lost(self) -> None:
+        self.lost_calls += 1
+        assert _hold(self.registry, self.registry.get("room"), self.ends)
+
+
+async def test_a_new_publish_takes_over_from_a_silent_publisher():
+    registry = StreamRegistry(cfg(publish_grace=5.0, publish_takeover_after=0.05))
+    ends = _Ends()
+    silent = _Silent(registry, ends)
+    stream = registry.start("room", silent, protocol="webrtc", session_id=7)
+    _publish(stream, 0, 5)
+    assert registry.resumable() == {}  # it sends: a second publish is refused as already live
+    await asyncio.sleep(0.1)
+    assert stream.silent_for() >= 0.05 and registry.resumable() == {"room": 7}
+    await registry.take_over("room")
+    assert silent.lost_calls == 1 and registry.held_sessions() == {"room": 7} and registry.taken_over == 1
+    held = registry.resume("room", 7, _Publisher(), protocol="rtmp")
+    assert held is not None and held.stream is stream and not stream.closed
+    _publish(stream, 0, 5)
+    assert registry.resumable() == {} and ends.calls == []  # the new publisher sends
+
+
+async def test_no_takeover_without_the_grace_or_a_session():
+    registry = StreamRegistry(cfg(publish_grace=0.0, publish_takeover_after=0.01))
+    registry.start("room", _Publisher(), protocol="rtmp", session_id=7)
+    registry.start("other", _Publisher(), protocol="rtmp")
+    await asyncio.sleep(0.05)
+    assert registry.resumable() == {}
+    registry = StreamRegistry(cfg(publish_grace=5.0, publish_takeover_after=0.01))
+    registry.start("other", _Publisher(), protocol="rtmp")  # no session id: not resumable
+    await asyncio.sleep(0.05)
+    assert registry.resumable() == {}
