@@ -254,10 +254,11 @@ def _moof(sequence: int, runs: list[_Run]) -> bytes:
 class CmafWriter:
     """One stream's fMP4: ``init`` once, then ``push`` units and ``flush`` parts (see the module doc)."""
 
-    def __init__(self, configs: Iterable[AccessUnit]) -> None:
+    def __init__(self, configs: Iterable[AccessUnit], *, after_sequence: int = 0) -> None:
         """`configs`: the stream's config units, at most one per kind. Opus needs no OpusHead: a
         config unit without a payload, or an Opus media unit, stands for `opus_config()` (stereo).
-        Raises UnsupportedCodec."""
+        `after_sequence`: the last fragment sequence number of an earlier writer of the same
+        stream (a new init section), so numbers keep increasing. Raises UnsupportedCodec."""
         self._configs: dict[str, AccessUnit] = {}
         for unit in configs:
             if unit.kind == AUDIO and unit.codec == "opus" and not (unit.config and unit.payload):
@@ -269,7 +270,7 @@ class CmafWriter:
             raise CmafError("no config units: no tracks")
         self._tracks = {kind: _track(unit) for kind, unit in sorted(self._configs.items(), key=_video_first)}
         self.init: bytes = _init(list(self._tracks.values()))
-        self._sequence = 0
+        self.sequence = after_sequence  # of the newest fragment (mfhd)
 
     @property
     def main_kind(self) -> str:
@@ -310,11 +311,11 @@ class CmafWriter:
         return self._part(runs) if runs else None
 
     def _part(self, runs: list[_Run]) -> CmafPart:
-        self._sequence += 1
+        self.sequence += 1
         main = next((run for run in runs if run.track.kind == self.main_kind), runs[0])
         start = main.samples[0].dts
         end = main.track.pending[0].dts if main.track.pending else main.samples[-1].dts + _last_ticks(main)
-        return CmafPart(_moof(self._sequence, runs), start, end - start, main.samples[0].keyframe, self._sequence)
+        return CmafPart(_moof(self.sequence, runs), start, end - start, main.samples[0].keyframe, self.sequence)
 
 
 def _video_first(item: tuple[str, AccessUnit]) -> int:

@@ -11,7 +11,8 @@ Nothing goes to disk: nginx can proxy these URLs to the media port (they are sma
 URLs (next to the MPEG-TS ones, `/hls/{id}.m3u8` and `/hls/{id}/seg{N}.ts`; different names and
 extensions, so no collision):
     /hls/{id}/ll.m3u8                 the LL media playlist: _HLS_msn, _HLS_part, _HLS_skip
-    /hls/{id}/init.mp4                the init section
+    /hls/{id}/init{msn}.mp4           an init section, named by the first segment it is for: a new
+                                      one after a codec change (a resumed publish's), with a discontinuity
     /hls/{id}/part{msn}.{n}.m4s       a part (the preload hint waits until it is written)
     /hls/{id}/seg{msn}.m4s            a complete segment
 
@@ -47,6 +48,7 @@ from .ll_playlist import (
     ReloadTarget,
     SegmentResource,
     Wait,
+    init_uri,
     parse_skip,
     parse_uri,
 )
@@ -112,14 +114,19 @@ class LowLatencyStream:
         # sends media at the wall clock's pace); and past `after_msn`, the last publish's here.
         unit = min(1.0, config.options.segment_target)
         self.first_msn = max(int(time.time() / unit) + 1, after_msn + 1)
-        self.playlist = LowLatencyPlaylist(config.options, first_msn=self.first_msn)
+        # Init sections by number: the msn of the first segment each is for (`init{N}.mp4`), so a
+        # later publish or a codec change never reuses a name. None before the first part (a 404).
+        self._init_epoch = self.first_msn
+        self.inits: dict[int, bytes] = {}
+        self.playlist = LowLatencyPlaylist(config.options, init_uri=init_uri(self._init_epoch),
+                                           first_msn=self.first_msn)
         self._highest_msn = self.first_msn
-        self.init: bytes | None = None  # set with the first part: until then every name is a 404
         self.parts: dict[PartRef, bytes] = {}
         self.segments: dict[int, bytes] = {}
         self.failed: str | None = None
         self._late_audio = False
         self._writer: CmafWriter | None = None
+        self._sequence = 0  # the last fragment's, of the writers before this one
         self._configs: dict[str, AccessUnit] = {}
         self._open_parts: list[bytes] = []
         self._segment_start = 0  # dts of the open segment's first video sample
@@ -165,7 +172,8 @@ class LowLatencyStream:
                                 self.public_id)
             elif unit.payload != self._configs[unit.kind].payload and unit.codec != "opus":
                 # (An OpusHead after the init keeps it: packets carry their channel count, PreSkip is for the start.)
-                self._fail(f"{unit.kind} config changed mid-stream (a new init section is not supported yet)")
+                self._new_init(unit)
+                return True
             return False
         writer = self._writer
         if writer is None:
@@ -226,7 +234,8 @@ class LowLatencyStream:
         self._part_ticks = ticks
         part_target = round(ticks / TIME_BASE, 5)
         self.playlist = LowLatencyPlaylist(LowLatencyOptions(part_target, max(part_target, options.segment_target),
-                                                             options.window), first_msn=self.first_msn)
+                                                             options.window), init_uri=init_uri(self._init_epoch),
+                                           first_msn=self.first_msn)
         if part_target != options.part_target:
             log.info("llhls %s: PART-TARGET %.5f s (%d frames of %.2f ms)", self.public_id, part_target, frames,
                      frame / TIME_BASE * 1000)
@@ -238,7 +247,7 @@ class LowLatencyStream:
         if AUDIO not in self._configs and self.stream.audio_codec == "opus":
             self._configs[AUDIO] = opus_config(keyframe.dts)  # WebRTC's Opus: no OpusHead needed, nor one yet
         try:
-            self._writer = CmafWriter(self._configs.values())
+            self._writer = CmafWriter(self._configs.values(), after_sequence=self._sequence)
         except CmafError as exc:
             self._fail(str(exc))
             return False
@@ -254,10 +263,29 @@ class LowLatencyStream:
         self.parts[ref] = data
         self._highest_msn = ref.msn
         self._open_parts.append(data)
-        if self.init is None:
+        if self._init_epoch not in self.inits:
             assert self._writer is not None
-            self.init = self._writer.init
+            self.inits[self._init_epoch] = self._writer.init
         return True
+
+    def _new_init(self, config: AccessUnit) -> None:
+        """New codec parameters (a resumed publish's, an encoder's change): the open segment ends
+        with what it has, and the next keyframe starts a discontinuous one with a new init section
+        under a new name (players cache init sections by URI)."""
+        writer, self._writer = self._writer, None
+        assert writer is not None
+        part = writer.finish()
+        self._sequence = writer.sequence
+        if part is not None and part.ticks > 0:
+            self._add_part(part.data, part.duration, part.independent)
+        if self._open_parts:
+            self._end_segment()
+        self._configs[config.kind] = config
+        self._last_video = None
+        self._init_epoch = self._open_msn()
+        self.playlist.discontinuity(init_uri(self._init_epoch))
+        log.info("llhls %s: new %s configuration: a discontinuity and %s", self.public_id, config.kind,
+                 init_uri(self._init_epoch))
 
     def _end_segment(self) -> None:
         msn = self.playlist.end_segment()
@@ -438,7 +466,7 @@ class LowLatencyService:
             conn.respond(405, "method not allowed\n", headers=[("Allow", "GET, HEAD, OPTIONS")], keep_alive=False)
             return
         ll = self.streams.get(public_id)
-        if ll is None or ll.init is None:
+        if ll is None or not ll.inits:
             _not_found(conn, req.keep_alive)
             return
         head_only = req.method == "HEAD"
@@ -462,8 +490,8 @@ class LowLatencyService:
             return None
         resource = parse_uri(name)
         if isinstance(resource, InitResource):
-            if resource.epoch == 0:
-                _send_media(conn, ll.init, MEDIA_TYPE, req.keep_alive, head_only)
+            if (init := ll.inits.get(resource.epoch)) is not None:
+                _send_media(conn, init, MEDIA_TYPE, req.keep_alive, head_only)
             else:
                 _not_found(conn, req.keep_alive)
         elif isinstance(resource, PartResource):

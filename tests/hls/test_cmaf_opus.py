@@ -303,7 +303,8 @@ async def test_webrtc_room_gets_ll_hls_with_its_opus(plane, tmp_path, h264_units
     assert playlist.rstrip().endswith("#EXT-X-ENDLIST")
     segments = [int(m) for m in re.findall(r"^seg([0-9]+)\.m4s$", playlist, re.M)]
     assert len(segments) == 3 and segments[0] == ll.first_msn  # nothing evicted: every unit is in them
-    status, init = await _get(port, f"/hls/{ROOM}/init.mp4")
+    assert f'#EXT-X-MAP:URI="init{ll.first_msn}.mp4"' in playlist
+    status, init = await _get(port, f"/hls/{ROOM}/init{ll.first_msn}.mp4")
     assert status == 200
     assert _opus_entry(init) == (2, 16, RATE << 16, DEFAULT_DOPS)
     whole = init

@@ -130,13 +130,14 @@ async def test_playlist_parts_and_segments_decode(plane, units, tmp_path):
     target = plane.llhls.streams[ROOM].playlist.options.part_target
     assert 0.15 < target <= 0.2  # 5 frames of 30 fps and a jitter margin
     assert f"#EXT-X-PART-INF:PART-TARGET={target:g}" in playlist and "CAN-BLOCK-RELOAD=YES" in playlist
-    assert '#EXT-X-MAP:URI="init.mp4"' in playlist
+    init_name = f"init{plane.llhls.streams[ROOM].first_msn}.mp4"  # a name no other publish here uses
+    assert f'#EXT-X-MAP:URI="{init_name}"' in playlist
     hint = plane.llhls.streams[ROOM].playlist.next_part
     assert f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{part_uri(*hint)}"' in playlist
     parts = listed_parts(playlist)
     assert len(parts) >= 10
 
-    status, headers, init = await get(port, f"/hls/{ROOM}/init.mp4")
+    status, headers, init = await get(port, f"/hls/{ROOM}/{init_name}")
     assert status == 200 and headers["content-type"] == "video/mp4" and headers["cache-control"] == "max-age=60"
     fetched = {}
     for duration, uri in parts:
@@ -280,3 +281,70 @@ async def test_ll_names_beside_the_mpegts_route(units, tmp_path):
         assert status == 404
     finally:
         await plane.stop()
+
+
+def _listed_segments(playlist: str) -> list[tuple[int, str, bool]]:
+    """(msn, its EXT-X-MAP URI, discontinuous) of each complete segment listed."""
+    found, init, gap = [], None, False
+    for line in playlist.splitlines():
+        if line.startswith("#EXT-X-MAP:URI="):
+            init = line.split('"')[1]
+        elif line == "#EXT-X-DISCONTINUITY":
+            gap = True
+        elif match := re.fullmatch(r"seg([0-9]+)\.m4s", line):
+            found.append((int(match[1]), init, gap))
+            gap = False
+    return found
+
+
+def _probe_size(path) -> str:
+    result = subprocess.run([require_tool("ffprobe"), "-v", "error", "-select_streams", "v:0", "-show_entries",
+                             "stream=width,height", "-of", "csv=p=0:s=x", str(path)],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False)
+    assert_no_decode_errors(result, path)
+    return result.stdout.strip()
+
+
+async def test_a_resumed_publish_with_new_codec_parameters_gets_a_new_init_section(plane, units, tmp_path):
+    """OBS back after a blip at another resolution (reconnect grace): the LL playlist closes the
+    open segment, marks a discontinuity and names a new init section; each init decodes its own
+    segments with ffmpeg at its own size, every picture of the second publish there."""
+    port = plane.http_port
+    other = access_units(ffmpeg_flv(seconds=3, size="480x270", gop=30, bframes=2))
+    stream = await publish(plane, units)
+    registry = plane.registry
+    assert registry.hold(ROOM, stream, "publisher_left", session_id=1, bytes_received=0,
+                         end_session=lambda *_: None)
+    assert registry.resume(ROOM, 1, protocol="rtmp") is not None
+    for unit in other:
+        stream.write(unit)
+        await asyncio.sleep(0)
+    await settle(plane, stream)
+    registry.end(ROOM, "publisher_left", stream=stream)
+    ll = plane.llhls.streams[ROOM]
+    while not ll.playlist.ended:
+        await asyncio.sleep(0.01)
+    assert ll.failed is None
+
+    status, _, body = await get(port, f"/hls/{ROOM}/ll.m3u8")
+    assert status == 200
+    listed = _listed_segments(body.decode())
+    first = [s for s in listed if not s[2] and s[1] == f"init{ll.first_msn}.mp4"]
+    resumed = next(i for i, s in enumerate(listed) if s[2])
+    second = listed[resumed:]
+    assert len(first) == resumed >= 3 and len(second) == 3, listed  # 4 s, then 3 s, of 1 s GOPs
+    new_init = f"init{second[0][0]}.mp4"  # named by the first segment it is for
+    assert all(init == new_init for _, init, _ in second) and all(not gap for *_, gap in second[1:])
+
+    for segments, size, pictures in ((first, "320x180", 30 * len(first)), (second, "480x270", 90)):
+        status, headers, init = await get(port, f"/hls/{ROOM}/{segments[0][1]}")
+        assert status == 200 and headers["content-type"] == "video/mp4"
+        whole = init
+        for msn, *_ in segments:
+            status, _, data = await get(port, f"/hls/{ROOM}/seg{msn}.m4s")
+            assert status == 200, msn
+            whole += data
+        path = tmp_path / f"{size}.mp4"
+        path.write_bytes(whole)
+        assert _probe_size(path) == size
+        assert count_video_frames(str(path)) == pictures, (size, segments)
