@@ -52,7 +52,7 @@ from .ll_playlist import (
     parse_skip,
     parse_uri,
 )
-from .players import HlsPlayers, multivariant, query_ctx
+from .players import HlsPlayers, ll_with_ctx, multivariant, query_ctx
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +89,11 @@ class LlHlsConfig:
 class _Waiter:
     """One held request: a playlist reload, or the preload-hint part."""
 
-    __slots__ = ("conn", "keep_alive", "head_only", "skip", "deadline", "done")
+    __slots__ = ("conn", "keep_alive", "head_only", "skip", "deadline", "done", "ctx")
 
     def __init__(self, conn: HttpConnection, req: HttpRequest, skip: bool, deadline: float) -> None:
         self.conn = conn
+        self.ctx = query_ctx(req.query)  # the player's id (media/hls/players.py), if it gave one
         self.keep_alive = req.keep_alive
         self.head_only = req.method == "HEAD"
         self.skip = skip
@@ -138,6 +139,7 @@ class LowLatencyStream:
         self._hints: dict[PartRef, list[_Waiter]] = {}
         self._deadlines: deque[_Waiter] = deque()
         self._timer: asyncio.TimerHandle | None = None
+        self.players: HlsPlayers | None = None  # counts each player's bytes (set by LowLatencyService)
         self.reader = stream.add_reader("llhls", max_units=config.reader_units, gather_ms=_GATHER_MS)
 
     # ------------------------------------------------------------- the writer (the stream's task)
@@ -341,7 +343,7 @@ class LowLatencyStream:
             for waiter in self._reloads.pop(target):
                 if not waiter.done:
                     waiter.done = True
-                    self.send_playlist(waiter.conn, waiter.keep_alive, waiter.head_only, waiter.skip)
+                    self.send_playlist(waiter.conn, waiter.keep_alive, waiter.head_only, waiter.skip, waiter.ctx)
         hint = playlist.next_part
         for ref in [r for r in self._hints if r != hint]:
             data = self.parts.get(ref)
@@ -350,7 +352,7 @@ class LowLatencyStream:
                     waiter.done = True
                     if data is None:  # the segment closed without that part: it never will exist
                         _not_found(waiter.conn, waiter.keep_alive)
-                    else:
+                    elif self.counted(waiter.conn, waiter.ctx, len(data)):
                         _send_media(waiter.conn, data, PART_TYPE, waiter.keep_alive, waiter.head_only)
 
     def hold(self, key: ReloadTarget | PartRef, conn: HttpConnection, req: HttpRequest, skip: bool = False) -> None:
@@ -380,9 +382,20 @@ class LowLatencyStream:
         if deadlines:
             self._timer = loop.call_at(deadlines[0].deadline, self._expire)
 
-    def send_playlist(self, conn: HttpConnection, keep_alive: bool, head_only: bool, skip: bool) -> None:
-        conn.respond(200, self.playlist.render(skip).encode(), content_type=PLAYLIST_TYPE,
-                     headers=[("Cache-Control", "no-cache")], keep_alive=keep_alive, head_only=head_only)
+    def send_playlist(self, conn: HttpConnection, keep_alive: bool, head_only: bool, skip: bool,
+                      ctx: str | None = None) -> None:
+        body = self.playlist.render(skip).encode()
+        if ctx is not None and self.players is not None:
+            body = ll_with_ctx(body, ctx)
+        conn.respond(200, body, content_type=PLAYLIST_TYPE, headers=[("Cache-Control", "no-cache")],
+                     keep_alive=keep_alive, head_only=head_only)
+
+    def counted(self, conn: HttpConnection, ctx: str | None, size: int) -> bool:
+        """Count a media response as its player's bytes; False (answered 403) when staff dropped it."""
+        if ctx is None or self.players is None or self.players.segment(ctx, size):
+            return True
+        conn.respond(403, "dropped by staff\n", keep_alive=False)
+        return False
 
     def stop(self) -> None:
         self.reader.close()
@@ -396,7 +409,8 @@ class LowLatencyService:
         # Counts players as viewer sessions (media/hls/players.py, shared with the MPEG-TS route; set
         # by the runtime): `ll.m3u8` without `?ctx=` answers a multivariant playlist naming the LL
         # playlist under a player id, which the player then reloads (hls.js keeps the query and adds
-        # its _HLS_ directives). Parts carry no id: a player's bytes are not counted, its presence is.
+        # its _HLS_ directives). Each player's copy of the playlist names its parts, segments and
+        # init sections under the same `?ctx=`, so their bytes count as that player's.
         self.players: HlsPlayers | None = None
         self.streams: dict[str, LowLatencyStream] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -410,6 +424,7 @@ class LowLatencyService:
         if handle is not None:
             handle.cancel()
         ll = LowLatencyStream(stream, self.config, after_msn=-1 if old is None else old.last_msn)
+        ll.players = self.players
         self.streams[stream.public_id] = ll
         task = asyncio.get_running_loop().create_task(self._run(ll), name=f"llhls-{stream.public_id}")
         self._tasks.add(task)
@@ -489,23 +504,22 @@ class LowLatencyService:
             self._playlist(conn, req, ll)
             return None
         resource = parse_uri(name)
+        data, content_type = None, PART_TYPE
         if isinstance(resource, InitResource):
-            if (init := ll.inits.get(resource.epoch)) is not None:
-                _send_media(conn, init, MEDIA_TYPE, req.keep_alive, head_only)
-            else:
-                _not_found(conn, req.keep_alive)
+            data, content_type = ll.inits.get(resource.epoch), MEDIA_TYPE
         elif isinstance(resource, PartResource):
             ref = PartRef(resource.msn, resource.part)
-            if (data := ll.parts.get(ref)) is not None:
-                _send_media(conn, data, PART_TYPE, req.keep_alive, head_only)
-            elif ref == ll.playlist.next_part:
+            data = ll.parts.get(ref)
+            if data is None and ref == ll.playlist.next_part:
                 ll.hold(ref, conn, req)
-            else:
-                _not_found(conn, req.keep_alive)
-        elif isinstance(resource, SegmentResource) and (data := ll.segments.get(resource.msn)) is not None:
-            _send_media(conn, data, PART_TYPE, req.keep_alive, head_only)
-        else:
+                return None
+        elif isinstance(resource, SegmentResource):
+            data = ll.segments.get(resource.msn)
+        if data is None:
             _not_found(conn, req.keep_alive)
+        elif ll.counted(conn, query_ctx(req.query), len(data)):
+            _send_media(conn, data, content_type, req.keep_alive, head_only)
+        return None
 
     async def _counted_playlist(self, conn: HttpConnection, req: HttpRequest, ll: LowLatencyStream, ctx: str) -> None:
         """A player's playlist request: its session opens with the first (the on_play hook asked)."""
@@ -528,7 +542,7 @@ class LowLatencyService:
         elif isinstance(decision, Wait):
             ll.hold(decision.target, conn, req, skip)
         else:
-            ll.send_playlist(conn, req.keep_alive, req.method == "HEAD", skip)
+            ll.send_playlist(conn, req.keep_alive, req.method == "HEAD", skip, query_ctx(req.query))
 
 
 def _margin(frames: int) -> float:

@@ -54,10 +54,11 @@ def fetch(url: str) -> tuple[int, dict, bytes]:
 def low_latency_through_nginx(url: str) -> None:
     """LL-HLS through nginx to the node's memory: the player's own playlist, then blocking reloads
     for the preload-hint part, each answered once that part exists (never an earlier answer from a
-    cache), and the part itself."""
+    cache), and the part itself, under the player's id (its bytes are counted)."""
     status, _, body = fetch(url)
     assert status == 200 and "#EXT-X-STREAM-INF" in body.decode(), (status, body[:300])
     media = urljoin(url, next(line for line in body.decode().splitlines() if line and not line.startswith("#")))
+    tag = "?" + media.partition("?")[2]  # ?ctx=ID
     hint = None
     for _ in range(4):
         query = "" if hint is None else f"&_HLS_msn={hint[0]}&_HLS_part={hint[1]}"
@@ -65,10 +66,10 @@ def low_latency_through_nginx(url: str) -> None:
         text = body.decode()
         assert status == 200 and headers.get("Cache-Control") == "no-cache", (status, headers)
         if hint is not None:  # the part the request waited for is listed now
-            assert f'URI="part{hint[0]}.{hint[1]}.m4s"' in text, (hint, text[-600:])
-            status, headers, part = fetch(urljoin(media, f"part{hint[0]}.{hint[1]}.m4s"))
+            assert f'URI="part{hint[0]}.{hint[1]}.m4s{tag}"' in text, (hint, text[-600:])
+            status, headers, part = fetch(urljoin(media, f"part{hint[0]}.{hint[1]}.m4s{tag}"))
             assert status == 200 and headers.get("Content-Type") == "video/iso.segment" and part[4:8] == b"moof"
-        found = re.search(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part([0-9]+)\.([0-9]+)\.m4s"', text)
+        found = re.search(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part([0-9]+)\.([0-9]+)\.m4s\?ctx=', text)
         assert found, text[-600:]
         hint = (int(found[1]), int(found[2]))
 

@@ -266,9 +266,35 @@ async def test_ll_names_beside_the_mpegts_route(units, tmp_path):
         assert plane.registry.viewers.count(ROOM) == 1
         [session] = plane.registry.viewers.all()
         assert session.protocol == "hls" and session.public_id == ROOM
+
+        # its copy of the playlist names every part, the hint and the init under its id: its bytes
+        tag = f"?ctx={match[1]}"
+        status, _, body = await get(plane.http_port, f"/hls/{ROOM}/ll.m3u8{tag}")
+        playlist = body.decode()
+        uris = re.findall(r'URI="([^"]+)"', playlist)
+        segments = re.findall(r"^(seg[0-9]+\.m4s.*)$", playlist, re.M)
+        assert uris and segments and all(uri.endswith(tag) for uri in uris + segments), playlist
+        hint = re.search(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="([^"]+)"', playlist)[1]
+        sent = 0
+        for uri in [u for u in uris if u != hint]:
+            status, _, data = await get(plane.http_port, f"/hls/{ROOM}/{uri}")
+            assert status == 200, uri
+            sent += len(data)
+        waiting = asyncio.ensure_future(get(plane.http_port, f"/hls/{ROOM}/{hint}"))  # held until it exists
+        await asyncio.sleep(0.05)
+        for unit in units[len(units) // 2:len(units) // 2 + 120]:
+            stream.write(unit)
+            await asyncio.sleep(0)
+        status, _, data = await asyncio.wait_for(waiting, 5)
+        assert status == 200
+        sent += len(data)
+        assert session.sent() == sent  # the held part's too
+
         assert plane.registry.viewers.drop(session.id)
         status, _, _ = await get(plane.http_port, f"/hls/{ROOM}/ll.m3u8?ctx={match[1]}")
         assert status == 403  # dropped by staff
+        status, _, _ = await get(plane.http_port, f"/hls/{ROOM}/{uris[0]}")
+        assert status == 403  # its media too
 
         # a republish numbers its segments past the last publish's: no name is served twice
         first = plane.llhls.streams[ROOM].playlist.next_part.msn
