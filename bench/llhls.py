@@ -60,7 +60,7 @@ SPREAD = 2.0  # s over which the players start
 READY_TIMEOUT = 30.0  # s for the LL playlist to list a whole segment
 PART_HOLD_BACK = 3  # parts behind the live edge a player starts at (PART-HOLD-BACK is 3 part targets)
 _URI = re.compile(r'URI="([^"]+)"')
-_PART = re.compile(r"part(\d+)\.(\d+)\.m4s")
+_PART = re.compile(r"part(\d+)\.(\d+)\.m4s(?:\?ctx=[0-9a-f]+)?")  # a player id: its bytes counted
 
 
 def source_flv_gop1(seconds: int = SECONDS) -> Path:
