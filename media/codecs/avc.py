@@ -227,8 +227,8 @@ class _SpsFields:
     height: int
 
 
-class _BitReader:
-    """MSB-first bit reader with Exp-Golomb codes; reads cost O(1) whatever the input size."""
+class BitReader:
+    """MSB-first bit reader with Exp-Golomb codes; reads cost O(1) whatever the input size (H.264 and HEVC)."""
 
     __slots__ = ("_data", "_pos", "_end")
 
@@ -262,7 +262,7 @@ class _BitReader:
         return (k + 1) >> 1 if k & 1 else -(k >> 1)
 
 
-def _rbsp(nal: bytes) -> bytes:
+def rbsp(nal: bytes) -> bytes:
     """The NAL unit without emulation prevention bytes (00 00 03 -> 00 00)."""
     return nal.replace(b"\x00\x00\x03", b"\x00\x00")
 
@@ -270,7 +270,7 @@ def _rbsp(nal: bytes) -> bytes:
 def _parse_sps(sps: bytes) -> _SpsFields:
     if nal_type(sps) != NAL_SPS:
         raise MalformedData(f"NAL unit of type {nal_type(sps)} is not an SPS")
-    bits = _BitReader(_rbsp(sps[1:]))
+    bits = BitReader(rbsp(sps[1:]))
     profile_idc = bits.u(8)
     constraint_flags = bits.u(8)
     level_idc = bits.u(8)
@@ -336,7 +336,7 @@ def _parse_sps(sps: bytes) -> _SpsFields:
     )
 
 
-def _skip_scaling_list(bits: _BitReader, size: int) -> None:
+def _skip_scaling_list(bits: BitReader, size: int) -> None:
     last = nxt = 8
     for _ in range(size):
         if nxt:
@@ -356,7 +356,7 @@ def profile_level_id(sps: bytes) -> str:
     sps = bytes(sps)
     if nal_type(sps) != NAL_SPS:
         raise MalformedData(f"NAL unit of type {nal_type(sps)} is not an SPS")
-    head = _rbsp(sps[1:8])[:3]
+    head = rbsp(sps[1:8])[:3]
     if len(head) < 3:
         raise MalformedData(f"SPS too short ({len(sps)} bytes)")
     return head.hex()

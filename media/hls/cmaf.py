@@ -1,10 +1,10 @@
 """CMAF (fragmented MP4) writer for LL-HLS, sans-I/O: hub units in, init section and part bytes out.
 
-``CmafWriter(configs)`` builds ``init`` (ftyp+moov, one track per kind: H.264 ``avc1``/``avcC`` at
-90 kHz; AAC ``mp4a``/``esds`` or Opus ``Opus``/``dOps`` at the sample rate). ``push(unit)`` buffers
-media units; ``flush()`` returns one part (a CMAF chunk: ``moof``+``mdat``) of what was pushed,
-so ``init`` + the parts in order is a valid fragmented MP4, and a segment (``seg{msn}.m4s``) is
-its parts concatenated.
+``CmafWriter(configs)`` builds ``init`` (ftyp+moov, one track per kind: H.264 ``avc1``/``avcC`` or
+HEVC ``hvc1``/``hvcC`` at 90 kHz; AAC ``mp4a``/``esds`` or Opus ``Opus``/``dOps`` at the sample
+rate). ``push(unit)`` buffers media units; ``flush()`` returns one part (a CMAF chunk:
+``moof``+``mdat``) of what was pushed, so ``init`` + the parts in order is a valid fragmented
+MP4, and a segment (``seg{msn}.m4s``) is its parts concatenated.
 
 Exact durations: a sample lasts until the next sample of its track (next dts - its dts), so each
 track holds back its newest sample until its successor arrives: ``flush()`` writes every sample
@@ -21,7 +21,9 @@ PyAV 18.1's ``OutputContainer.mux`` calls only ``av_interleaved_write_frame``, s
 be flushed at a chosen unit; its interleaving queue would also delay packets across tracks, and
 muxing runs file I/O that must leave the event loop. The boxes these codecs need are ~20 fixed
 layouts (ISO/IEC 14496-12, -14, -15; Opus in ISOBMFF), checked against ffprobe in the tests.
-HEVC and other codecs are refused (``UnsupportedCodec``), not dropped.
+Other codecs (AV1, VP8, VP9, MP3) are refused (``UnsupportedCodec``), not dropped. HEVC players:
+Safari (hvc1), hls.js where the browser's MSE decodes HEVC (Chrome/Edge with a hardware decoder);
+elsewhere the MPEG-TS variant or WebRTC's H.264 rendition plays it.
 
 Opus (a WebRTC publisher's audio, no AAC transcode): sample entry ``Opus`` with its ``dOps`` box
 (Encapsulation of Opus in ISO Base Media File Format, 4.3: Version 0, OutputChannelCount, PreSkip,
@@ -39,7 +41,8 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from media.codecs import aac, avc, opus
+from media.codecs import aac, avc, hevc, opus
+from media.codecs.errors import CodecError
 from media.hub.unit import AUDIO, TIME_BASE, VIDEO, AccessUnit
 
 _VIDEO_ID, _AUDIO_ID = 1, 2
@@ -118,15 +121,25 @@ class _Track:
         return dts if self.timescale == TIME_BASE else (dts * self.timescale + TIME_BASE // 2) // TIME_BASE
 
 
-def _video_entry(record: bytes) -> tuple[bytes, int, int]:
-    config = avc.decoder_config_parse(record)
-    if not config.sps:
-        raise CmafError("AVCDecoderConfigurationRecord has no SPS")
-    sps = avc.sps_parse(config.sps[0])
-    entry = _box(b"avc1", bytes(6), struct.pack(">H", 1), bytes(16),
-                 struct.pack(">HHIIIH", sps.width, sps.height, 0x00480000, 0x00480000, 0, 1),
-                 bytes(32), struct.pack(">Hh", 0x18, -1), _box(b"avcC", record))
-    return entry, sps.width, sps.height
+def _video_entry(codec: str, record: bytes) -> tuple[bytes, int, int]:
+    """The visual sample entry (14496-12 12.1.3): `avc1`/`avcC`, or `hvc1`/`hvcC` (14496-15 8.4.1:
+    the form Apple's HLS requires; parameter sets repeated in-band are allowed by decoders)."""
+    if codec == "hevc":
+        try:
+            size = hevc.sps_size(hevc.record_sps(record))
+        except CodecError as exc:
+            raise CmafError(str(exc)) from None
+        fourcc, box, width, height = b"hvc1", b"hvcC", size.width, size.height
+    else:
+        config = avc.decoder_config_parse(record)
+        if not config.sps:
+            raise CmafError("AVCDecoderConfigurationRecord has no SPS")
+        sps = avc.sps_parse(config.sps[0])
+        fourcc, box, width, height = b"avc1", b"avcC", sps.width, sps.height
+    entry = _box(fourcc, bytes(6), struct.pack(">H", 1), bytes(16),
+                 struct.pack(">HHIIIH", width, height, 0x00480000, 0x00480000, 0, 1),
+                 bytes(32), struct.pack(">Hh", 0x18, -1), _box(box, record))
+    return entry, width, height
 
 
 def _audio_entry(fourcc: bytes, channels: int, rate: int, *config: bytes) -> bytes:
@@ -158,15 +171,15 @@ def opus_config(dts: int = 0, channels: int = 2) -> AccessUnit:
 
 
 def _track(unit: AccessUnit) -> _Track:
-    if unit.kind == VIDEO and unit.codec == "h264":
-        entry, width, height = _video_entry(unit.payload)
-        return _Track(_VIDEO_ID, VIDEO, "h264", TIME_BASE, entry, width, height)
+    if unit.kind == VIDEO and unit.codec in ("h264", "hevc"):
+        entry, width, height = _video_entry(unit.codec, unit.payload)
+        return _Track(_VIDEO_ID, VIDEO, unit.codec, TIME_BASE, entry, width, height)
     if unit.kind == AUDIO and unit.codec == "aac":
         entry, rate = _aac_entry(unit.payload)
         return _Track(_AUDIO_ID, AUDIO, "aac", rate, entry)
     if unit.kind == AUDIO and unit.codec == "opus":
         return _Track(_AUDIO_ID, AUDIO, "opus", _OPUS_RATE, _opus_entry(unit.payload))
-    raise UnsupportedCodec(f"CMAF writer takes h264, aac and opus, not {unit.kind}/{unit.codec}")
+    raise UnsupportedCodec(f"CMAF writer takes h264, hevc, aac and opus, not {unit.kind}/{unit.codec}")
 
 
 def _trak(track: _Track) -> bytes:
@@ -338,7 +351,7 @@ def _take(track: _Track, *, final: bool) -> _Run | None:
 
 def _typical(track: _Track) -> int:
     """One frame on the track's clock when nothing else tells: 1/30 s, 1024 AAC or 960 Opus samples."""
-    return {"h264": TIME_BASE // 30, "aac": 1024, "opus": 960}[track.codec]
+    return {"h264": TIME_BASE // 30, "hevc": TIME_BASE // 30, "aac": 1024, "opus": 960}[track.codec]
 
 
 def _last_ticks(run: _Run) -> int:

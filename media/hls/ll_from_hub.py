@@ -1,4 +1,4 @@
-"""Low-Latency HLS from the hub: one CMAF writer and LL playlist per live H.264(+AAC/Opus) stream, in memory.
+"""Low-Latency HLS from the hub: one CMAF writer and LL playlist per live H.264/HEVC (+AAC/Opus) stream, in memory.
 
 Per stream, never per viewer: a hub reader's task pushes units into `CmafWriter` (media/hls/cmaf.py)
 on the event loop (pure Python, a few us a unit: no thread hop) and reports parts and segment ends to
@@ -244,7 +244,7 @@ class LowLatencyStream:
 
     def _start(self, keyframe: AccessUnit) -> bool:
         if VIDEO not in self._configs:
-            self._fail(f"LL-HLS needs H.264 video, got {keyframe.codec} without its configuration")
+            self._fail(f"LL-HLS needs H.264 or HEVC video, got {keyframe.codec} without its configuration")
             return False
         if AUDIO not in self._configs and self.stream.audio_codec == "opus":
             self._configs[AUDIO] = opus_config(keyframe.dts)  # WebRTC's Opus: no OpusHead needed, nor one yet

@@ -256,7 +256,9 @@ def test_flush_keeps_each_tracks_newest_sample(flv_clip):
 def test_refuses_what_it_cannot_write(flv_clip):
     units = flv_access_units(flv_clip, kinds=(VIDEO,))
     with pytest.raises(UnsupportedCodec):
-        CmafWriter([AccessUnit(VIDEO, "hevc", 0, 0, b"\x01" * 23, config=True)])
+        CmafWriter([AccessUnit(VIDEO, "av1", 0, 0, b"\x81" * 4, config=True)])
+    with pytest.raises(CmafError, match="no SPS"):  # an hvcC without its parameter sets
+        CmafWriter([AccessUnit(VIDEO, "hevc", 0, 0, b"\x01" + bytes(22), config=True)])
     writer = CmafWriter([units[0]])
     writer.push(units[1])
     with pytest.raises(CmafError, match="does not increase"):
@@ -265,3 +267,41 @@ def test_refuses_what_it_cannot_write(flv_clip):
         writer.push(AccessUnit(AUDIO, "aac", 0, 0, b"\x21", keyframe=True))
     with pytest.raises(CmafError, match="config changed"):
         writer.push(AccessUnit(VIDEO, "h264", 0, 0, units[0].payload + b"\x00", config=True))
+
+
+@pytest.fixture(scope="module")
+def hevc_units(tmp_path_factory) -> list[AccessUnit]:
+    return hevc_clip(tmp_path_factory.mktemp("hevc"))
+
+
+def hevc_clip(folder: Path) -> list[AccessUnit]:
+    """3 s of 480x270 30 fps HEVC (x265, 1 s closed GOP as OBS sends, B-frames) from an MP4, as an
+    Enhanced RTMP publisher's units: the hvcC record as config, length-prefixed NAL units."""
+    path = folder / "clip.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=480x270:rate=30", "-t", "3", "-c:v", "libx265", "-preset",
+            "ultrafast", "-x265-params", "log-level=error:bframes=3:keyint=30:min-keyint=30:scenecut=0:open-gop=0",
+            "-tag:v", "hvc1", str(path))
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        record, tick = bytes(stream.codec_context.extradata), stream.time_base * TIME_BASE
+        packets = [p for p in container.demux(stream) if p.size]
+        first = packets[0].dts  # below 0 with B-frames (the MP4's edit list): the hub's clock starts at 0
+        units = [AccessUnit(VIDEO, "hevc", round((p.dts - first) * tick), round((p.pts - first) * tick), bytes(p),
+                            keyframe=p.is_keyframe) for p in packets]
+    return [AccessUnit(VIDEO, "hevc", 0, 0, record, config=True), *units]
+
+
+def test_hevc_with_b_frames(tmp_path, hevc_units):
+    video = [u for u in hevc_units if not u.config]
+    assert len({u.pts - u.dts for u in video}) > 1, "the clip should have B-frames"
+    cut = _cut(hevc_units)
+    counts = _check_stream(tmp_path, cut, audio_rate=None)
+    assert counts["video"] == 90 and len(cut.segments) == 3, (counts, len(cut.segments))
+    _assert_contiguous(cut)
+    assert b"hvc1" in cut.writer.init and b"hvcC" in cut.writer.init
+    probe = subprocess.run([require_tool("ffprobe"), "-v", "error", "-show_entries",
+                            "stream=codec_name,codec_tag_string,width,height", "-of", "json",
+                            _write(tmp_path, "hevc.mp4", cut.stream())],
+                           capture_output=True, text=True, timeout=30, check=True)
+    assert json.loads(probe.stdout)["streams"][0] == {"codec_name": "hevc", "codec_tag_string": "hvc1",
+                                                      "width": 480, "height": 270}

@@ -374,3 +374,30 @@ async def test_a_resumed_publish_with_new_codec_parameters_gets_a_new_init_secti
         path.write_bytes(whole)
         assert _probe_size(path) == size
         assert count_video_frames(str(path)) == pictures, (size, segments)
+
+
+async def test_an_hevc_stream_gets_ll_hls_in_hvc1(plane, tmp_path):
+    """An Enhanced RTMP HEVC publish (units as the hub holds them): an hvc1 init, 1 s segments of
+    parts, and init + every segment decodes with ffmpeg with every picture."""
+    from .test_cmaf import hevc_clip
+
+    units = hevc_clip(tmp_path)
+    stream = await publish(plane, units)
+    plane.registry.end(ROOM, "publisher_left", stream=stream)
+    ll = plane.llhls.streams[ROOM]
+    while not ll.playlist.ended:
+        await asyncio.sleep(0.01)
+    assert ll.failed is None
+    status, _, body = await get(plane.http_port, f"/hls/{ROOM}/ll.m3u8")
+    listed = _listed_segments(body.decode())
+    assert status == 200 and len(listed) == 3 and "#EXT-X-PART:" in body.decode(), body.decode()
+    status, _, whole = await get(plane.http_port, f"/hls/{ROOM}/{listed[0][1]}")
+    assert status == 200 and b"hvc1" in whole and b"hvcC" in whole
+    for msn, *_ in listed:
+        status, _, data = await get(plane.http_port, f"/hls/{ROOM}/seg{msn}.m4s")
+        assert status == 200, msn
+        whole += data
+    path = tmp_path / "hevc.mp4"
+    path.write_bytes(whole)
+    assert _probe_size(path) == "480x270"
+    assert count_video_frames(str(path)) == 90
