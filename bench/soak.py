@@ -585,10 +585,9 @@ def sessions_check(db: dict, streams: list[Stream], kills: list[Kill]) -> dict:
     for stream in streams:
         sessions = by_room.get(stream.room, [])
         mine = [k for k in kills if k.publisher == stream.name]
-        # A killed RTMP publisher taken again within PUBLISH_GRACE continues its session (reconnect
-        # grace, media/hub/registry.py): no session ends for that kill.
-        ended = [k for k in mine if not (stream.protocol == "rtmp" and k.ok_at is not None
-                                         and k.ok_at - k.at < _publish_grace())]
+        # A killed publisher taken again while the server still holds its stream continues its
+        # session (reconnect grace, media/hub/registry.py): no session ends for that kill.
+        ended = [k for k in mine if not (k.ok_at is not None and k.ok_at - k.at < _still_held(stream.protocol))]
         expected = [KILLED_REASON[stream.protocol]] * len(ended)
         if not mine or mine[-1].ok_at is not None:  # the publish that was stopped at the end
             expected.append(STOPPED_REASON[stream.protocol])
@@ -601,10 +600,18 @@ def sessions_check(db: dict, streams: list[Stream], kills: list[Kill]) -> dict:
     return {"sessions": len(db["sessions"]), "open": len(open_sessions), "problems": problems}
 
 
-def _publish_grace() -> float:
+def _still_held(protocol: str) -> float:
+    """How long after a kill the server still holds the stream for a new publish: an RTMP one's
+    connection is gone at once, then PUBLISH_GRACE; a WHIP one's peer connection lives until its
+    ICE consent runs out (RTC_PEER_TIMEOUT), then the grace, and is taken over meanwhile once silent
+    for PUBLISH_TAKEOVER_AFTER (the restarted publisher's retries are refused 409 until then)."""
     from media.config import MediaConfig
 
-    return MediaConfig.from_env(os.environ).publish_grace
+    config = MediaConfig.from_env(os.environ)
+    if config.publish_grace <= 0:
+        return 0.0
+    peer = float(os.environ.get("RTC_PEER_TIMEOUT", "15")) if protocol == "webrtc" else 0.0
+    return peer + config.publish_grace
 
 
 def growth(rows: list[dict], key: str, base_minute: int) -> tuple[float, float, float]:

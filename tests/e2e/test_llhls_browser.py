@@ -37,7 +37,7 @@ def service():
 
 @pytest.fixture
 def room(service, request):
-    return create_room(service, register(service, "ll-streamer"), title=request.node.name[:100])
+    return create_room(service, register(service, request.node.name[:30]), title=request.node.name[:100])
 
 
 def test_hls_js_low_latency_mode_plays_under_2_5_s_behind_the_publisher(service, room):
