@@ -27,7 +27,9 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
 READ_SIZE = 1 << 18
@@ -35,6 +37,9 @@ REQUEST_TIMEOUT = 20.0  # s for a whole response (hls.js' fragment load timeouts
 LIVE_EDGE_SEGMENTS = 3  # hls.js liveSyncDurationCount
 MAX_REDIRECTS = 3
 PLAYLIST_RETRIES = 4  # hls.js levelLoadingMaxRetry
+
+
+S = TypeVar("S")  # a player's figures
 
 
 @dataclass
@@ -277,34 +282,39 @@ def window(stats: PlayerStats, start: dict, end: dict) -> dict:
             "errors": stats.errors[start["errors"]:end["errors"]]}
 
 
-async def run(url: str, count: int, first: int, total: int, spread: float, t0: float, t1: float) -> list[dict]:
-    """`count` players, the k-th of `total` starting k * spread / total s from now (so that they
-    do not all ask at once); each one's figures over [t0, t1] and in all."""
+async def run_players(play: Callable[[S, asyncio.Event], Awaitable[None]], stats: list[S], mark: Callable[[S], dict],
+                      first: int, total: int, spread: float, t0: float, t1: float) -> list[tuple[S, dict, dict]]:
+    """`play` each of `stats`' players, the k-th of `total` starting k * spread / total s from now (so
+    that they do not all ask at once); each one's (stats, mark at t0, mark at t1), a crash noted in
+    its errors. Shared by bench/llhls.py's LL players."""
     stop = asyncio.Event()
-    stats = [PlayerStats() for _ in range(count)]
 
-    async def one(k: int, s: PlayerStats) -> None:
+    async def one(k: int, s: S) -> None:
         await _sleep(stop, (first + k) * spread / max(total, 1))
         if not stop.is_set():
-            await hls_player(url, stop, s)
+            await play(s, stop)
 
     tasks = [asyncio.create_task(one(k, s)) for k, s in enumerate(stats)]
     await asyncio.sleep(max(0.0, t0 - time.monotonic()))
-    start = [_mark(s) for s in stats]
+    start = [mark(s) for s in stats]
     await asyncio.sleep(max(0.0, t1 - time.monotonic()))
-    end = [_mark(s) for s in stats]
+    end = [mark(s) for s in stats]
     stop.set()
     done, pending = await asyncio.wait(tasks, timeout=5)
     for task in pending:
         task.cancel()
-    results = []
-    for k, (s, task) in enumerate(zip(stats, tasks, strict=True)):
-        crashed = task in done and not task.cancelled() and task.exception() is not None
-        if crashed:
+    for s, task in zip(stats, tasks, strict=True):
+        if task in done and not task.cancelled() and task.exception() is not None:
             s.errors.append(f"crashed: {task.exception()!r}")
-        results.append({"index": first + k, "window": window(s, start[k], end[k]),
-                        "total": {**_mark(s), "errors": s.errors[:20]}})
-    return results
+    return list(zip(stats, start, end, strict=True))
+
+
+async def run(url: str, count: int, first: int, total: int, spread: float, t0: float, t1: float) -> list[dict]:
+    """`count` MPEG-TS players (`run_players`); each one's figures over [t0, t1] and in all."""
+    ran = await run_players(lambda s, stop: hls_player(url, stop, s), [PlayerStats() for _ in range(count)], _mark,
+                            first, total, spread, t0, t1)
+    return [{"index": first + k, "window": window(s, a, b), "total": {**_mark(s), "errors": s.errors[:20]}}
+            for k, (s, a, b) in enumerate(ran)]
 
 
 def main() -> None:

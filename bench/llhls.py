@@ -45,12 +45,11 @@ from urllib.parse import urljoin
 
 from . import hls_serve, report
 from .hls import http_get
-from .hls_players import Connection, HttpError, _sleep
+from .hls_players import Connection, HttpError, _sleep, run_players
 from .microvibe import MicroVibe
 from .run import collect, split
-from .source import OUT, SECONDS
+from .source import OUT, source_flv
 from .stats import percentile
-from .tools import require
 
 ROOT = report.ROOT
 START, END = "<!-- bench:llhls:start -->", "<!-- bench:llhls:end -->"
@@ -61,28 +60,6 @@ READY_TIMEOUT = 30.0  # s for the LL playlist to list a whole segment
 PART_HOLD_BACK = 3  # parts behind the live edge a player starts at (PART-HOLD-BACK is 3 part targets)
 _URI = re.compile(r'URI="([^"]+)"')
 _PART = re.compile(r"part(\d+)\.(\d+)\.m4s(?:\?ctx=[0-9a-f]+)?")  # a player id: its bytes counted
-
-
-def source_flv_gop1(seconds: int = SECONDS) -> Path:
-    """bench/source.py's clip with a 1 s GOP (encoded once into bench/out/, reused after)."""
-    OUT.mkdir(exist_ok=True)
-    path = OUT / f"source-720p30-{seconds}s-g{GOP}.flv"
-    if path.exists() and path.stat().st_size > 0:
-        return path
-    tmp = path.with_suffix(".tmp.flv")
-    cmd = [
-        require("ffmpeg"), "-hide_banner", "-loglevel", "error", "-y",
-        "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
-        "-t", str(seconds),
-        "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-        "-g", str(GOP), "-keyint_min", str(GOP), "-sc_threshold", "0",
-        "-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "5000k",
-        "-c:a", "aac", "-b:a", "128k", "-f", "flv", str(tmp),
-    ]  # fmt: skip
-    subprocess.run(cmd, check=True, timeout=300)
-    tmp.rename(path)
-    return path
 
 
 # ------------------------------------------------------------------------------ the LL player
@@ -213,29 +190,10 @@ def _window(s: LlStats, a: dict, b: dict) -> dict:
 
 
 async def client_run(url: str, count: int, first: int, total: int, spread: float, t0: float, t1: float) -> list:
-    stop = asyncio.Event()
-    stats = [LlStats() for _ in range(count)]
-
-    async def one(k: int, s: LlStats) -> None:
-        await _sleep(stop, (first + k) * spread / max(total, 1))
-        if not stop.is_set():
-            await ll_player(url, stop, s)
-
-    tasks = [asyncio.create_task(one(k, s)) for k, s in enumerate(stats)]
-    await asyncio.sleep(max(0.0, t0 - time.monotonic()))
-    start = [_mark(s) for s in stats]
-    await asyncio.sleep(max(0.0, t1 - time.monotonic()))
-    end = [_mark(s) for s in stats]
-    stop.set()
-    done, pending = await asyncio.wait(tasks, timeout=5)
-    for task in pending:
-        task.cancel()
-    rows = []
-    for k, (s, task) in enumerate(zip(stats, tasks, strict=True)):
-        if task in done and not task.cancelled() and task.exception() is not None:
-            s.errors.append(f"crashed: {task.exception()!r}")
-        rows.append({"index": first + k, "window": _window(s, start[k], end[k]), "total_errors": s.errors[:20]})
-    return rows
+    ran = await run_players(lambda s, stop: ll_player(url, stop, s), [LlStats() for _ in range(count)], _mark,
+                            first, total, spread, t0, t1)
+    return [{"index": first + k, "window": _window(s, a, b), "total_errors": s.errors[:20]}
+            for k, (s, a, b) in enumerate(ran)]
 
 
 def client_main(argv: list[str]) -> int:
@@ -520,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     loadavg = " ".join(os.getloadavg().__repr__().strip("()").split(", ")[:3])
     loadavg = " / ".join(f"{v:.2f}" for v in os.getloadavg())
-    source = source_flv_gop1()
+    source = source_flv(gop=GOP)
     with tempfile.TemporaryDirectory(prefix="mv-bench-llhls-") as tmp:
         results = [row for key in args.only.split(",") for row in server_run(key == "llhls", args, source, Path(tmp))]
     machine = {**report.machine_info(None), "loadavg": loadavg}

@@ -16,10 +16,11 @@ OUT = Path(__file__).resolve().parent / "out"
 SECONDS = 24  # longer than a measured window, so a loop boundary never hides in frame matching
 
 
-def source_flv(seconds: int = SECONDS, bframes: bool = True) -> Path:
-    """Encode the looped source once; later runs reuse it (bench/out/ is gitignored)."""
+def source_flv(seconds: int = SECONDS, bframes: bool = True, gop: int = 60) -> Path:
+    """Encode the looped source once; later runs reuse it (bench/out/ is gitignored). `gop` in
+    frames: 60 (2 s, as HLS_FRAGMENT), 30 for LL-HLS's 1 s segments (bench/llhls.py)."""
     OUT.mkdir(exist_ok=True)
-    path = OUT / f"source-720p30-{seconds}s{'' if bframes else '-bf0'}.flv"
+    path = OUT / f"source-720p30-{seconds}s{'' if bframes else '-bf0'}{'' if gop == 60 else f'-g{gop}'}.flv"
     if path.exists() and path.stat().st_size > 0:
         return path
     tmp = path.with_suffix(".tmp.flv")
@@ -29,7 +30,7 @@ def source_flv(seconds: int = SECONDS, bframes: bool = True) -> Path:
         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
         "-t", str(seconds),
         "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-        "-g", "60", "-keyint_min", "60", "-sc_threshold", "0", *([] if bframes else ["-bf", "0"]),
+        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0", *([] if bframes else ["-bf", "0"]),
         "-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "5000k",
         "-c:a", "aac", "-b:a", "128k", "-f", "flv", str(tmp),
     ]  # fmt: skip

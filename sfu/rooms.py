@@ -146,7 +146,7 @@ class Sfu:
         try:
             grant = await media_api.publish_authorize(stream_key=stream_key, protocol="webrtc",
                                                       expected_public_id=public_id, client_addr=client_addr,
-                                                      **({"resumable": resumable} if resumable else {}))
+                                                      resumable=resumable or None)
         except media_api.PublishRefused as refused:
             self.registry.publish_refused[refused.reason] += 1
             if refused.reason == "hook_refused":

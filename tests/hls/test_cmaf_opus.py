@@ -18,14 +18,13 @@ import av
 import pytest
 
 from media.codecs import opus
-from media.config import MediaConfig
 from media.hls.cmaf import CmafPart, CmafWriter, opus_config
 from media.hub.unit import AUDIO, TIME_BASE, VIDEO, AccessUnit
-from media.runtime import start_media_plane
-from tests.media.fakes import FakeControl
 from tests.support.flv_source import access_units, ffmpeg_flv
 from tests.support.media import assert_no_decode_errors
 from tests.support.procs import require_tool
+
+from .test_llhls_serve import get
 
 RATE = 48000
 FRAME = 960  # 20 ms at 48 kHz
@@ -251,25 +250,6 @@ def test_a_lost_packet_is_a_longer_sample(tmp_path, h264_units, opus_packets):
 # --- Through the hub and the LL-HLS route (a WebRTC publisher's room) ------------------------
 
 
-@pytest.fixture
-async def plane():
-    config = MediaConfig(bind="127.0.0.1", rtmp_port=0, http_port=0, hls_enabled=False, llhls_enabled=True)
-    plane = await start_media_plane(config, FakeControl().plane(), register_control=False)
-    try:
-        yield plane
-    finally:
-        await plane.stop()
-
-
-async def _get(port: int, path: str) -> tuple[int, bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
-    data = await reader.read(-1)
-    writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
-
-
 @pytest.mark.parametrize("opus_head", ["none", "after the first picture"])
 async def test_webrtc_room_gets_ll_hls_with_its_opus(plane, tmp_path, h264_units, opus_packets, opus_head):
     """A room whose source declares h264 + opus (as sfu/to_hub.py does) and whose first Opus packet
@@ -297,19 +277,19 @@ async def test_webrtc_room_gets_ll_hls_with_its_opus(plane, tmp_path, h264_units
     assert ll.failed is None and ll.playlist.ended
 
     port = plane.http_port
-    status, body = await _get(port, f"/hls/{ROOM}/ll.m3u8")
+    status, body = await _body(port, f"/hls/{ROOM}/ll.m3u8")
     assert status == 200
     playlist = body.decode()
     assert playlist.rstrip().endswith("#EXT-X-ENDLIST")
     segments = [int(m) for m in re.findall(r"^seg([0-9]+)\.m4s$", playlist, re.M)]
     assert len(segments) == 3 and segments[0] == ll.first_msn  # nothing evicted: every unit is in them
     assert f'#EXT-X-MAP:URI="init{ll.first_msn}.mp4"' in playlist
-    status, init = await _get(port, f"/hls/{ROOM}/init{ll.first_msn}.mp4")
+    status, init = await _body(port, f"/hls/{ROOM}/init{ll.first_msn}.mp4")
     assert status == 200
     assert _opus_entry(init) == (2, 16, RATE << 16, DEFAULT_DOPS)
     whole = init
     for msn in segments:
-        status, segment = await _get(port, f"/hls/{ROOM}/seg{msn}.m4s")
+        status, segment = await _body(port, f"/hls/{ROOM}/seg{msn}.m4s")
         assert status == 200
         path = tmp_path / f"seg{msn}.mp4"
         path.write_bytes(init + segment)
@@ -323,3 +303,8 @@ async def test_webrtc_room_gets_ll_hls_with_its_opus(plane, tmp_path, h264_units
     assert int(probe["audio"]["nb_read_frames"]) == len(audio)
     assert int(probe["video"]["nb_read_frames"]) == len(video)
     assert _audio_durations(whole[len(init):]) == [FRAME] * len(audio)
+
+
+async def _body(port: int, path: str) -> tuple[int, bytes]:
+    status, _, body = await get(port, path)
+    return status, body

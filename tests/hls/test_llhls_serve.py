@@ -39,16 +39,6 @@ def units():
     return access_units(ffmpeg_flv(seconds=4, gop=30, bframes=2))
 
 
-@pytest.fixture
-async def plane():
-    config = MediaConfig(bind="127.0.0.1", rtmp_port=0, http_port=0, hls_enabled=False, llhls_enabled=True)
-    plane = await start_media_plane(config, FakeControl().plane(), register_control=False)
-    try:
-        yield plane
-    finally:
-        await plane.stop()
-
-
 async def get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
