@@ -79,6 +79,7 @@ class RtmpConnection(asyncio.Protocol):
         self._busy: asyncio.Task | None = None  # the publish or play authorization
         self._last_data = 0.0
         self._merged: MergedRead | None = None  # while publishing
+        self._arrived: float | None = None  # when the bytes being handled arrived (None: now)
         # publisher
         self.publishing = False  # a publish was requested (authorizing or live)
         self.stream: Stream | None = None
@@ -106,9 +107,10 @@ class RtmpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        self._last_data = self._loop.time()  # type: ignore[union-attr]
-        if self._merged is not None:
-            self._merged.bytes += len(data)
+        self._last_data = now = self._loop.time()  # type: ignore[union-attr]
+        # Bytes the merged read held under its mark are dated to the read before (the loop's
+        # clock is the monotonic one the hub's streams use, under asyncio and uvloop alike).
+        self._arrived = self._merged.read(len(data), now) if self._merged is not None else None
         try:
             events = self.codec.receive_data(data)
         except RtmpProtocolError as e:
@@ -160,7 +162,7 @@ class RtmpConnection(asyncio.Protocol):
                 return
             unit = self.to_hub.unit(ev)
             if unit is not None:
-                stream.write(unit)
+                stream.write(unit, self._arrived)
             return
         codec = self.codec
         t = self.transport

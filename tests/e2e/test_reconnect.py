@@ -215,18 +215,24 @@ async def test_a_vanished_whip_publisher_is_taken_over_and_continues_for_every_v
 
 def test_a_frozen_rtmp_publisher_is_taken_over(service, room):
     """OBS on a dead link: its TCP connection stays open but nothing comes. A publish with the key
-    within 2 s is refused (it may be a pause); after PUBLISH_TAKEOVER_AFTER it takes over."""
+    within 2 s is refused (it may be a pause); after PUBLISH_TAKEOVER_AFTER it takes over. Its last
+    bytes, held under the merged read's mark (up after the first seconds) until a stats tick, count
+    as arrived when they came, so the silence is measured from them."""
     first = start_publisher(service, room)
     viewer = ffmpeg_viewer(rtmp_play_url(service, room))
     second = None
     try:
-        time.sleep(3)
+        time.sleep(4)
         first.send_signal(signal.SIGSTOP)  # the socket stays open, silent
         assert ffmpeg_publish_refused(service, room), service.log()[-2000:]
         assert "already_live" in service.log()
         time.sleep(2.5)
         second = start_publisher(service, room)
-        out, err = viewer.communicate(timeout=30)
+        try:
+            out, err = viewer.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the rtmp viewer stalled; second publisher alive: {second.poll() is None}\n"
+                        + service.log()[-4000:])
         counts, pts, _ = framemd5_frames(out)
         assert_clean(_decoded(counts, pts, viewer.returncode, err), video=live_frames(WATCH, start=pts[0], slack=3),
                      max_gap=RESUME_GAP, what="rtmp viewer")

@@ -126,3 +126,33 @@ async def test_a_publisher_that_stops_media_gets_its_command_answered(monkeypatc
         pub.close()
     finally:
         await plane.stop()
+
+
+def test_bytes_held_under_the_mark_are_dated_to_the_read_before(pair):
+    """A frozen publisher's last bytes wait under the mark until a tick drops it; they arrived
+    after the read before, not at the tick (its silence counts from them, for a takeover)."""
+    sender, receiver = pair
+    merged = MergedRead(receiver, 40, 0.0)
+    try:
+        ticked(merged, 325_000, 325_000)
+        assert merged.read(13_000, 2.5) is None  # read as it came
+        sender.sendall(b"x" * 500)  # the tail: under the 13 KB mark
+        assert not readable(receiver, 0.05)
+        ticked(merged, 0)  # at 3.0: nothing read in a second
+        assert readable(receiver)
+        assert merged.read(len(receiver.recv(4096)), 3.0) == 2.5
+        assert merged.read(100, 3.1) is None
+    finally:
+        merged.close()
+
+
+def test_a_mark_dropped_over_an_empty_queue_dates_nothing(pair):
+    sender, receiver = pair
+    merged = MergedRead(receiver, 40, 0.0)
+    try:
+        ticked(merged, 325_000, 325_000, 0)  # quiet, nothing queued
+        sender.sendall(b"fresh")
+        assert readable(receiver)
+        assert merged.read(len(receiver.recv(4096)), 3.5) is None
+    finally:
+        merged.close()
