@@ -62,9 +62,10 @@ class MergedRead:
         self._last_rate = rate
 
     def _queued(self) -> int:
+        """Bytes waiting in the socket's receive queue."""
         try:
             return struct.unpack("i", fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
-        except (OSError, AttributeError):
+        except OSError:
             return 0
 
     def _set(self, lowat: int) -> None:

@@ -21,7 +21,7 @@ from tests.support.clock import BITS, BOX, READ_CLOCK, clock_publisher
 from tests.support.media import wait_until
 from tests.support.procs import Service
 
-from .test_reconnect import killable_publisher
+from . import killable_publisher
 from .test_rtmp_ingest import room_status, rtmp_publish_url, stop
 
 pytestmark = pytest.mark.e2e
@@ -93,7 +93,7 @@ MediaSource.prototype.addSourceBuffer = function (type) {
 
 def test_hls_js_plays_a_webrtc_room_with_its_opus_over_ll_hls(service, room):
     public_id = room["room"]["room_id"]
-    publisher = killable_publisher(service, room)
+    publisher = killable_publisher.start(service, room)
     try:
         urls = api(service, f"/api/v1/live/{public_id}")[1]["data"]["play_urls"]
         assert wait_until(lambda: _status(urls["llhls"]) == 200, 15), service.log()[-2000:]

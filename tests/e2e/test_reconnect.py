@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -19,8 +18,9 @@ from tests.sfu.clients import PatternVideo, ToneAudio, http_async, whep_subscrib
 from tests.support.api import api, create_room, register
 from tests.support.hls import media_playlist
 from tests.support.media import FPS, assert_clean, framemd5_frames, live_frames, pyav_errors, wait_until
-from tests.support.procs import ROOT, Service, require_tool
+from tests.support.procs import Service, require_tool
 
+from . import killable_publisher
 from .test_rtmp_ingest import flv_url, room_status, rtmp_play_url, start_publisher, stop
 
 pytestmark = pytest.mark.e2e
@@ -158,18 +158,9 @@ def test_a_staff_drop_during_the_grace_ends_the_stream_at_once(service, room):
         stop(viewer)
 
 
-def killable_publisher(service, room) -> subprocess.Popen:
-    publisher = subprocess.Popen([sys.executable, "-m", "tests.e2e.killable_publisher", service.url(""),
-                                  room["room"]["room_id"], room["stream_key"]], cwd=ROOT, stdout=subprocess.PIPE,
-                                 text=True)
-    assert publisher.stdout.readline().strip() == "publishing", service.log()[-2000:]
-    assert wait_until(lambda: room_status(service, room) == "live", 10)
-    return publisher
-
-
 async def test_a_vanished_whip_publisher_is_taken_over_and_continues_for_every_viewer(service, room):
     public_id = room["room"]["room_id"]
-    first = await asyncio.to_thread(killable_publisher, service, room)
+    first = await asyncio.to_thread(killable_publisher.start, service, room)
     pcs = []
     try:
         await asyncio.sleep(2)  # the Opus -> AAC bridge is up for the RTMP and FLV viewers
